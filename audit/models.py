@@ -1,0 +1,120 @@
+"""The append-only, hash-chained audit log.
+
+Every event belongs to one chain: a school's (`school:<id>`) or, for actions
+that belong to no school, the platform's (`platform`). Within a chain the
+events are numbered by `seq` without gaps, and each stores the hash of the
+event before it (`prev_hash`) and its own `hash` over a canonical encoding of
+its fields (see `audit.chain`). Changing, removing, inserting or reordering an
+event breaks the chain, which `manage.py audit_verify` detects.
+
+The database refuses UPDATE, DELETE and TRUNCATE on the table (triggers made
+by migration 0002), and this module refuses them in the ORM. Rows point at
+people and schools with PROTECT: an event never disappears with what it is
+about.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from django_scopes import ScopedManager
+
+PLATFORM_CHAIN = "platform"
+
+
+def chain_for_school(school_id: int | None) -> str:
+    return f"school:{school_id}" if school_id is not None else PLATFORM_CHAIN
+
+
+class AppendOnlyError(Exception):
+    """An attempt to change or delete an audit event."""
+
+
+def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
+    raise AppendOnlyError("Audit events are append-only: they cannot be changed or deleted.")
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    update = _refuse  # type: ignore[assignment]
+    delete = _refuse  # type: ignore[assignment]
+    bulk_update = _refuse  # type: ignore[assignment]
+    update_or_create = _refuse  # type: ignore[assignment]
+
+
+_AuditEventManager = models.Manager.from_queryset(AuditEventQuerySet)
+
+
+class AuditEvent(models.Model):
+    """One thing that happened.
+
+    - `chain`, `seq`: the chain this event belongs to and its position in it.
+    - `created`: when it happened (UTC, microseconds; part of the hash).
+    - `school`: the school it happened in (empty for platform actions).
+    - `actor`: who did it (empty for the system itself); `actor_label` is their
+      username at the time, kept as written even if the person changes later.
+    - `action`: a stable dotted name, such as `roster.imported` or `enrollment.ended`.
+    - `target_type`, `target_id`, `target_label`: what it was done to.
+    - `payload`: the details, such as old and new values. Secret-looking keys are masked.
+    - `prev_hash`, `hash`: the chain links (hex SHA-256).
+    """
+
+    chain = models.CharField(max_length=40)
+    seq = models.PositiveBigIntegerField()
+    created = models.DateTimeField()
+    school = models.ForeignKey(
+        "classes.School", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, db_index=True)
+
+    objects = ScopedManager(_manager_class=_AuditEventManager, school="school")
+    all_chains = _AuditEventManager()
+
+    class Meta:
+        ordering = ["chain", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "seq"], name="audit_event_unique_position"),
+        ]
+        indexes = [
+            models.Index(fields=["school", "created"], name="audit_school_created"),
+            models.Index(fields=["school", "action", "created"], name="audit_school_action_created"),
+            models.Index(fields=["target_type", "target_id"], name="audit_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain}#{self.seq} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            _refuse()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse()
+
+
+class AuditChainHead(models.Model):
+    """The last position and hash of each chain.
+
+    Appending locks this row, so concurrent actions append one after the
+    other instead of forking the chain. It also lets `audit_verify` notice
+    events missing from the end of a chain.
+    """
+
+    chain = models.CharField(max_length=40, primary_key=True)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="")
+
+    def __str__(self) -> str:
+        return f"{self.chain} at {self.seq}"

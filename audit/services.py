@@ -1,0 +1,301 @@
+"""Writing to the audit log and verifying it.
+
+`record` and `record_many` are the only ways to append. They must run inside
+the transaction of the action they record, so the action and its event commit
+or fail together; they refuse to run outside one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from audit.chain import GENESIS_HASH, clean_payload, event_hash
+from audit.models import AuditChainHead, AuditEvent, chain_for_school
+
+
+class NotInTransactionError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event to append: the action, what it was done to, and its details."""
+
+    action: str
+    target_type: str = ""
+    target_id: str = ""
+    target_label: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def about(
+        cls, action: str, target: Model | None, payload: dict[str, Any] | None = None, label: str | None = None
+    ) -> Entry:
+        """An entry about a model instance; pass `label` where `str(target)` would query the database."""
+        if target is None:
+            return cls(action=action, target_label=label or "", payload=payload or {})
+        meta = target._meta
+        return cls(
+            action=action,
+            target_type=f"{meta.app_label}.{meta.model_name}",
+            target_id=str(target.pk),
+            target_label=(label if label is not None else str(target))[:255],
+            payload=payload or {},
+        )
+
+
+def _lock_head(chain: str) -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.create(chain=chain)
+        except IntegrityError:
+            pass  # created by a concurrent first append; lock that one
+        head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    return head
+
+
+def record_many(
+    entries: Sequence[Entry],
+    *,
+    school_id: int | None,
+    actor: Any = None,
+    at: datetime | None = None,
+) -> list[AuditEvent]:
+    """Append `entries`, in order, to the chain of `school_id` (None: the platform's)."""
+    if not connection.in_atomic_block:
+        raise NotInTransactionError("audit events must be recorded inside the transaction of the action they record")
+    if not entries:
+        return []
+    chain = chain_for_school(school_id)
+    created = at or timezone.now()
+    actor_id = getattr(actor, "pk", None)
+    actor_label = (getattr(actor, "username", "") or "")[:150] if actor_id is not None else ""
+    head = _lock_head(chain)
+    seq, prev = head.seq, head.hash or GENESIS_HASH
+    events = []
+    for entry in entries:
+        target_type, target_id, target_label = entry.target_type, entry.target_id, entry.target_label
+        payload = clean_payload(entry.payload)
+        digest = event_hash(
+            chain=chain,
+            created=created,
+            school_id=school_id,
+            actor_id=actor_id,
+            actor_label=actor_label,
+            action=entry.action,
+            target_type=target_type,
+            target_id=target_id,
+            target_label=target_label,
+            payload=payload,
+            prev_hash=prev,
+        )
+        seq += 1
+        events.append(
+            AuditEvent(
+                chain=chain,
+                seq=seq,
+                created=created,
+                school_id=school_id,
+                actor_id=actor_id,
+                actor_label=actor_label,
+                action=entry.action,
+                target_type=target_type,
+                target_id=target_id,
+                target_label=target_label,
+                payload=payload,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        prev = digest
+    AuditEvent.all_chains.bulk_create(events, batch_size=2000)
+    AuditChainHead.objects.filter(chain=chain).update(seq=seq, hash=prev)
+    return events
+
+
+def record(
+    action: str,
+    *,
+    school_id: int | None,
+    actor: Any = None,
+    target: Model | None = None,
+    payload: dict[str, Any] | None = None,
+    target_label: str | None = None,
+) -> AuditEvent:
+    """Append one event (see `record_many`)."""
+    entry = Entry.about(action, target, payload, label=target_label)
+    return record_many([entry], school_id=school_id, actor=actor)[0]
+
+
+class Problem(enum.StrEnum):
+    ALTERED = "altered"
+    MISSING = "missing"
+    INSERTED = "inserted"
+    OUT_OF_ORDER = "out of order"
+
+
+@dataclass(frozen=True)
+class Finding:
+    chain: str
+    problem: Problem
+    seq: int
+    event_id: int | None
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"event {self.event_id} (position {self.seq})" if self.event_id is not None else f"position {self.seq}"
+        return f"{self.chain}: {where} {self.problem.value}: {self.detail}"
+
+
+@dataclass
+class ChainReport:
+    chain: str
+    events: int
+    finding: Finding | None
+
+    @property
+    def intact(self) -> bool:
+        return self.finding is None
+
+
+_FIELDS = (
+    "id",
+    "seq",
+    "created",
+    "school_id",
+    "actor_id",
+    "actor_label",
+    "action",
+    "target_type",
+    "target_id",
+    "target_label",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+
+
+def _rows(chain: str) -> Iterator[tuple[Any, ...]]:
+    return AuditEvent.all_chains.filter(chain=chain).order_by("seq").values_list(*_FIELDS).iterator(chunk_size=5000)
+
+
+def _broken_link(chain: str, seq: int, event_id: int, prev_hash: str, previous_seq: int) -> Finding:
+    """Name what a link that does not point at the event before it means."""
+    target = AuditEvent.all_chains.filter(chain=chain, hash=prev_hash).values_list("id", "seq").first()
+    if target is None:
+        return Finding(
+            chain, Problem.MISSING, seq, event_id, "the event it follows is not in the log (removed and renumbered)"
+        )
+    target_id, target_seq = target
+    if target_seq > seq:
+        return Finding(
+            chain,
+            Problem.OUT_OF_ORDER,
+            seq,
+            event_id,
+            f"it follows event {target_id}, which is at position {target_seq}",
+        )
+    return Finding(
+        chain,
+        Problem.INSERTED,
+        target_seq + 1,
+        None,
+        f"events at positions {target_seq + 1} to {previous_seq} were inserted before event {event_id}",
+    )
+
+
+def verify_chain(chain: str) -> ChainReport:
+    """Recompute one chain and report the first problem, if any."""
+    expected_seq = 1
+    prev = GENESIS_HASH
+    count = 0
+    for row in _rows(chain):
+        (event_id, seq, created, school_id, actor_id, actor_label, action,
+         target_type, target_id, target_label, payload, prev_hash, stored_hash) = row  # fmt: skip
+        count += 1
+        if seq != expected_seq:
+            if prev_hash != prev:
+                return ChainReport(
+                    chain,
+                    count,
+                    Finding(
+                        chain, Problem.MISSING, expected_seq, None, f"positions {expected_seq} to {seq - 1} are gone"
+                    ),
+                )
+            return ChainReport(
+                chain,
+                count,
+                Finding(chain, Problem.ALTERED, seq, event_id, f"its position was changed from {expected_seq}"),
+            )
+        recomputed = event_hash(
+            chain=chain,
+            created=created,
+            school_id=school_id,
+            actor_id=actor_id,
+            actor_label=actor_label,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            target_label=target_label,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+        if recomputed != stored_hash:
+            return ChainReport(
+                chain, count, Finding(chain, Problem.ALTERED, seq, event_id, "its content does not match its hash")
+            )
+        if prev_hash != prev:
+            return ChainReport(chain, count, _broken_link(chain, seq, event_id, prev_hash, seq - 1))
+        prev = stored_hash
+        expected_seq += 1
+    last_seq = expected_seq - 1
+    head = AuditChainHead.objects.filter(chain=chain).values_list("seq", "hash").first()
+    if head is None and count:
+        return ChainReport(
+            chain,
+            count,
+            Finding(chain, Problem.MISSING, last_seq + 1, None, "the record of the chain's last append is gone"),
+        )
+    if head is not None:
+        head_seq, head_hash = head
+        if head_seq > last_seq:
+            return ChainReport(
+                chain,
+                count,
+                Finding(chain, Problem.MISSING, last_seq + 1, None, f"positions {last_seq + 1} to {head_seq} are gone"),
+            )
+        if head_seq < last_seq or (head_seq and head_hash != prev):
+            return ChainReport(
+                chain,
+                count,
+                Finding(
+                    chain,
+                    Problem.INSERTED,
+                    head_seq + 1,
+                    None,
+                    f"the log ends at position {last_seq}, after the last recorded append at {head_seq}",
+                ),
+            )
+    return ChainReport(chain, count, None)
+
+
+def chains(school_id: int | None = None) -> list[str]:
+    if school_id is not None:
+        return [chain_for_school(school_id)]
+    names = set(AuditEvent.all_chains.values_list("chain", flat=True).distinct())
+    names.update(AuditChainHead.objects.values_list("chain", flat=True))
+    return sorted(names)
+
+
+def verify(chain_names: Iterable[str]) -> list[ChainReport]:
+    return [verify_chain(name) for name in chain_names]

@@ -1,0 +1,353 @@
+"""The admin: provisioning for school admins, and everything for platform operators.
+
+A school admin sees only their own school: every scoped model is filtered by
+the request's school scope (classes.middleware), people are filtered here,
+and no object can be moved to another school. Nothing is ever deleted from
+the admin; changes go through the audited services.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from audit.admin import AuditEventAdmin
+from audit.models import AuditEvent
+from audit.services import record
+from classes import access, services
+from classes.models import AcademicSession, Cohort, Enrollment, Organisation, School, SchoolClass, StaffRole, User
+from classes.oneroster import BundleError
+from classes.roster_import import InvalidBundle, import_bundle
+
+
+class CommonroomAdminSite(admin.AdminSite):
+    site_header = "Commonroom administration"
+    site_title = "Commonroom"
+    index_title = "Provisioning"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        return access.may_provision(request.user)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("import-roster/", self.admin_view(import_roster_view), name="import_roster"),
+            *super().get_urls(),
+        ]
+
+
+admin_site = CommonroomAdminSite(name="admin")
+
+
+class ProvisioningAdmin(admin.ModelAdmin[Any]):
+    """Visible to platform operators and school admins; never deletes; keeps objects in their school."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.may_provision(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.may_provision(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.may_provision(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.may_provision(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def get_exclude(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        exclude = list(super().get_exclude(request, obj) or [])
+        if not access.is_platform_operator(request.user):
+            exclude.append("school")
+        return exclude
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        school = access.administered_school(request.user)
+        if school is not None and db_field.related_model is User:
+            kwargs["queryset"] = access.people_of(school)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        school = access.administered_school(request.user)
+        if school is not None and hasattr(obj, "school_id"):
+            if change and obj.school_id != school.pk:
+                raise PermissionDenied
+            obj.school_id = school.pk
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(School, site=admin_site)
+class SchoolAdmin(ProvisioningAdmin):
+    list_display = ("name", "identifier", "time_zone", "final_grade", "alumni_keep_access", "active")
+    fields = ("name", "identifier", "organisation", "time_zone", "final_grade", "alumni_keep_access", "active")
+    readonly_fields = ("identifier", "organisation", "active")
+    actions = ["close_school_year"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.is_platform_operator(request.user)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        if access.is_platform_operator(request.user) and obj is None:
+            return ()
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: School, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        settings_changed = {
+            name: form.cleaned_data[name] for name in services.SCHOOL_SETTINGS if name in form.changed_data
+        }
+        fresh = School.objects.get(pk=obj.pk)
+        services.change_school_settings(actor=request.user, school=fresh, **settings_changed)  # type: ignore[arg-type]
+
+    @admin.action(description="Close the current school year (graduate the final cohort, archive classes)")
+    def close_school_year(self, request: HttpRequest, queryset: QuerySet[School]) -> None:
+        for school in queryset:
+            try:
+                result = services.close_year(actor=request.user, school=school)  # type: ignore[arg-type]
+            except services.ProvisioningError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{school}: closed {result.school_year}; Class of {result.graduated_cohort} graduated "
+                f"({result.graduates} students), {result.classes_archived} classes archived, "
+                f"{result.enrollments_ended} enrollments ended.",
+                messages.SUCCESS,
+            )
+
+
+@admin.register(Organisation, site=admin_site)
+class OrganisationAdmin(ProvisioningAdmin):
+    list_display = ("name", "kind", "sourced_id", "active")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.is_platform_operator(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.is_platform_operator(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.is_platform_operator(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.is_platform_operator(request.user)
+
+
+@admin.register(AcademicSession, site=admin_site)
+class AcademicSessionAdmin(ProvisioningAdmin):
+    list_display = ("title", "kind", "start_date", "end_date", "school_year", "active", "closed")
+    list_filter = ("kind", "active", "closed")
+    readonly_fields = ("closed",)
+
+
+@admin.register(Cohort, site=admin_site)
+class CohortAdmin(ProvisioningAdmin):
+    list_display = ("name", "graduation_year", "status", "graduated_on")
+    list_filter = ("status",)
+    readonly_fields = ("status", "graduated_on")
+
+
+@admin.register(SchoolClass, site=admin_site)
+class SchoolClassAdmin(ProvisioningAdmin):
+    list_display = ("title", "code", "course_title", "status")
+    list_filter = ("status",)
+    search_fields = ("title", "code", "course_title")
+    readonly_fields = ("sourced_id",)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        school = access.administered_school(request.user)
+        if school is not None and db_field.name == "terms":
+            kwargs["queryset"] = AcademicSession.objects.filter(school=school)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: SchoolClass, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+
+        record(
+            "class.updated" if change else "class.created",
+            school_id=obj.school_id,
+            actor=request.user,
+            target=obj,
+            target_label=obj.title,
+            payload={"fields": sorted(form.changed_data)},
+        )
+
+
+@admin.register(Enrollment, site=admin_site)
+class EnrollmentAdmin(ProvisioningAdmin):
+    fields = ("school_class", "user", "role")
+    list_display = ("user", "school_class", "role", "begin_date", "end_date", "active")
+    list_filter = ("role", "active")
+    search_fields = ("user__username", "user__family_name", "school_class__title")
+    list_select_related = ("user", "school_class")
+    actions = ["end_enrollments"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # enrollments are added and ended, never edited
+
+    def save_model(self, request: HttpRequest, obj: Enrollment, form: Any, change: bool) -> None:
+        try:
+            saved = services.enroll(
+                actor=request.user,  # type: ignore[arg-type]
+                school_class=obj.school_class,
+                user=obj.user,
+                role=obj.role,
+            )
+        except services.ProvisioningError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        obj.pk = saved.pk
+
+    @admin.action(description="End the selected enrollments")
+    def end_enrollments(self, request: HttpRequest, queryset: QuerySet[Enrollment]) -> None:
+        for enrollment in queryset:
+            services.end_enrollment(actor=request.user, enrollment=enrollment, reason="ended in the admin")  # type: ignore[arg-type]
+
+
+@admin.register(StaffRole, site=admin_site)
+class StaffRoleAdmin(ProvisioningAdmin):
+    fields = ("user", "role", "cohorts")
+    list_display = ("user", "role", "source", "active")
+    list_filter = ("role", "source", "active")
+    list_select_related = ("user",)
+    actions = ["revoke_roles"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # roles are granted and revoked, never edited
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        school = access.administered_school(request.user)
+        if school is not None and db_field.name == "cohorts":
+            kwargs["queryset"] = Cohort.objects.filter(school=school)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: StaffRole, form: Any, change: bool) -> None:
+        school = access.administered_school(request.user) or obj.user.school
+        if school is None:
+            raise PermissionDenied("This person belongs to no school.")
+        try:
+            saved = services.grant_role(
+                actor=request.user,  # type: ignore[arg-type]
+                school=school,
+                user=obj.user,
+                role=obj.role,
+                cohorts=list(form.cleaned_data.get("cohorts") or []),
+            )
+        except services.ProvisioningError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        obj.pk = saved.pk
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # grant_role has set the cohorts
+
+    @admin.action(description="Revoke the selected roles")
+    def revoke_roles(self, request: HttpRequest, queryset: QuerySet[StaffRole]) -> None:
+        for staff_role in queryset.select_related("user"):
+            services.revoke_role(actor=request.user, staff_role=staff_role)  # type: ignore[arg-type]
+
+
+@admin.register(User, site=admin_site)
+class PersonAdmin(DjangoUserAdmin):
+    list_display = ("username", "given_name", "family_name", "role", "school", "enabled")
+    list_filter = ("role", "enabled")
+    search_fields = ("username", "given_name", "family_name", "email", "sourced_id")
+    ordering = ("family_name", "given_name")
+    readonly_fields = ("sourced_id", "last_login", "date_joined")
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Person", {"fields": ("given_name", "family_name", "email", "birth_date", "grade", "role", "school")}),
+        ("Status", {"fields": ("enabled", "sourced_id", "last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"fields": ("username", "given_name", "family_name", "role", "password1", "password2")}),)
+    filter_horizontal = ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        queryset = super().get_queryset(request)
+        if access.is_platform_operator(request.user):
+            return queryset
+        school = access.administered_school(request.user)
+        return queryset.filter(school=school) if school is not None else queryset.none()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        fields = list(self.readonly_fields)
+        if not access.is_platform_operator(request.user):
+            fields += ["school", "is_superuser", "is_staff"]
+        return fields
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return access.may_provision(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.may_provision(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return access.may_provision(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return access.may_provision(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        school = access.administered_school(request.user)
+        if school is not None:
+            obj.school = school
+        super().save_model(request, obj, form, change)
+        record(
+            "person.updated" if change else "person.added",
+            school_id=obj.school_id,
+            actor=request.user,
+            target=obj,
+            target_label=obj.username,
+            payload={"fields": sorted(name for name in form.changed_data if "password" not in name)},
+        )
+
+
+admin_site.register(AuditEvent, AuditEventAdmin)
+
+
+class ImportRosterForm(forms.Form):
+    bundle = forms.FileField(help_text="A OneRoster 1.1 CSV bundle as a .zip file.")
+
+
+def import_roster_view(request: HttpRequest) -> HttpResponse:
+    """Upload a bundle and see the same result as `manage.py import_oneroster`."""
+    context: dict[str, Any] = {**admin_site.each_context(request), "title": "Import a OneRoster bundle"}
+    form = ImportRosterForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["bundle"]
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "bundle.zip"
+            with target.open("wb") as handle:
+                for chunk in upload.chunks():
+                    handle.write(chunk)
+            try:
+                result = _import_for(request, target, upload.name)
+            except InvalidBundle as exc:
+                context["problems"] = [str(p) for p in exc.problems]
+            except BundleError as exc:
+                context["problems"] = [str(exc)]
+            else:
+                context["result"] = result.as_dict()
+                context["warnings"] = [str(w) for w in result.warnings]
+    context["form"] = form
+    return TemplateResponse(request, "admin/classes/import_roster.html", context)
+
+
+def _import_for(request: HttpRequest, bundle: Path, name: str) -> Any:
+    """Import as the signed-in person; a school admin may only import their own school."""
+    only = None if access.is_platform_operator(request.user) else access.administered_school(request.user)
+    return import_bundle(bundle, actor=request.user, source_name=name, school_only=only)  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""`manage.py seed_demo`: a demo school, imported through the real OneRoster import. Idempotent."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
+from classes.roster_import import import_bundle
+from classes.rostergen import RosterSpec, school_year_end, write_bundle
+from classes.services import enroll, grant_role
+
+DEMO_PASSWORD = "commonroom-demo"  # noqa: S105  (printed for the demo; never used outside it)
+PREFIX = "demo"
+
+
+def _staff(username: str, given: str, family: str) -> dict[str, str]:
+    return {
+        "sourcedId": f"{PREFIX}-{username}",
+        "enabledUser": "true",
+        "orgSourcedIds": f"{PREFIX}-school-0",
+        "role": "teacher" if username == "demo.teacher" else "administrator",
+        "username": username,
+        "givenName": given,
+        "familyName": family,
+        "email": f"{username}@example.org",
+    }
+
+
+class Command(BaseCommand):
+    help = "Create (or bring up to date) the demo school and print one login per role."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--quiet", action="store_true", help="Do not print the logins.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        year = school_year_end(timezone.localdate())
+        spec = RosterSpec(
+            prefix=PREFIX,
+            year_end=year,
+            grades=(11, 12),
+            students_per_grade=30,
+            subjects_per_student=3,
+            class_size=30,
+            extra_users=[
+                _staff("demo.teacher", "Tom", "Teacher"),
+                _staff("demo.moderator", "Maya", "Moderator"),
+                _staff("demo.safeguarding", "Sara", "Safeguarding"),
+                _staff("demo.admin", "Alex", "Admin"),
+            ],
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            bundle = Path(folder) / "demo-bundle"
+            write_bundle(bundle, spec)
+            result = import_bundle(bundle, source_name="demo roster")
+        with scopes_disabled(), transaction.atomic():
+            school = School.objects.get(sourced_id=f"{PREFIX}-school-0")
+            people = {u.username: u for u in User.objects.filter(school=school, username__startswith="demo.")}
+            self._demo_classes(people)
+            grant_role(actor=None, school=school, user=people["demo.moderator"], role=StaffRole.Role.MODERATOR)
+            grant_role(
+                actor=None, school=school, user=people["demo.safeguarding"], role=StaffRole.Role.SAFEGUARDING_LEAD
+            )
+            grant_role(actor=None, school=school, user=people["demo.admin"], role=StaffRole.Role.SCHOOL_ADMIN)
+            student = User.objects.filter(school=school, role=User.Role.STUDENT).order_by("username").first()
+            if student is None:
+                raise CommandError("the demo roster has no students")
+            logins = [
+                ("student", student),
+                ("teacher", people["demo.teacher"]),
+                ("moderator", people["demo.moderator"]),
+                ("safeguarding lead", people["demo.safeguarding"]),
+                ("school admin", people["demo.admin"]),
+            ]
+            for _, user in logins:
+                if not user.check_password(DEMO_PASSWORD):
+                    user.set_password(DEMO_PASSWORD)
+                    user.save(update_fields=["password"])
+            operator = User.objects.filter(username="demo.operator").first()
+            if operator is None:
+                operator = User.objects.create_superuser("demo.operator", password=DEMO_PASSWORD)
+            cohorts = ", ".join(c.name for c in Cohort.objects.filter(school=school))
+        if options["quiet"]:
+            return
+        created = sum(c["created"] for c in result.counts.values())
+        self.stdout.write(f"Demo school: {school.name} (id {school.pk}); cohorts {cohorts}; {created} records created.")
+        self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
+        for role, user in [*logins, ("platform operator", operator)]:
+            self.stdout.write(f"  {role:<18} {user.username}")
+
+    def _demo_classes(self, people: dict[str, User]) -> None:
+        """Give the named demo teacher a class of their own, beside the generated teachers."""
+        teacher = people["demo.teacher"]
+        if Enrollment.objects.filter(user=teacher, active=True).exists():
+            return
+        school_class = SchoolClass.objects.filter(school_id=teacher.school_id, status=SchoolClass.Status.ACTIVE).first()
+        if school_class is not None:
+            enroll(actor=None, school_class=school_class, user=teacher, role=Enrollment.Role.TEACHER)

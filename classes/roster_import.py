@@ -1,0 +1,870 @@
+"""Importing a OneRoster bundle: the whole bundle is checked, then written in one transaction.
+
+The import is idempotent: it compares every row with what the database holds
+and writes only differences, so the same bundle twice changes nothing the
+second time. A bulk file is the complete truth for the schools in the bundle:
+what disappeared from it is deactivated (people disabled, classes archived,
+enrollments ended), never deleted, and nothing of a school outside the bundle
+is touched. Delta files change only the rows they list (`tobedeleted` rows are
+deactivated).
+
+Every enrollment, role, membership and person change, and the import itself,
+is written to the audit log of the school it belongs to, in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit.services import Entry, record_many
+from classes.models import (
+    AcademicSession,
+    Cohort,
+    CohortMembership,
+    Enrollment,
+    Organisation,
+    School,
+    SchoolClass,
+    StaffRole,
+    User,
+)
+from classes.oneroster import (
+    ENROLLMENT_ROLES,
+    IMPORTED_USER_ROLES,
+    Bundle,
+    Problem,
+    parse_bool,
+    parse_cohort,
+    parse_date,
+    parse_grade,
+    read_bundle,
+    school_of,
+    split_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTITIES = ("schools", "sessions", "cohorts", "classes", "users", "enrollments", "cohort_memberships", "staff_roles")
+KINDS = ("created", "updated", "deactivated", "unchanged")
+BATCH = 2000
+
+Progress = Callable[[str], None]
+
+
+class InvalidBundle(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"the bundle has {len(problems)} problem(s)")
+        self.problems = problems
+
+
+@dataclass
+class ImportResult:
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: {e: dict.fromkeys(KINDS, 0) for e in ENTITIES})
+    warnings: list[Problem] = field(default_factory=list)
+    school_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.counts, "warnings": [str(w) for w in self.warnings]}
+
+    @property
+    def changed(self) -> bool:
+        return any(c["created"] or c["updated"] or c["deactivated"] for c in self.counts.values())
+
+
+def _known_ids() -> Callable[[str, str], bool]:
+    """Which sourcedIds the database already has, loaded once per entity."""
+    loaded: dict[str, set[str]] = {}
+    sources: dict[str, Callable[[], Iterable[str | None]]] = {
+        "orgs": lambda: [
+            *School.objects.values_list("sourced_id", flat=True),
+            *Organisation.objects.values_list("sourced_id", flat=True),
+        ],
+        "academicSessions": lambda: AcademicSession.objects.values_list("sourced_id", flat=True),
+        "courses": lambda: SchoolClass.objects.values_list("course_code", flat=True),
+        "classes": lambda: SchoolClass.objects.values_list("sourced_id", flat=True),
+        "users": lambda: User.objects.values_list("sourced_id", flat=True),
+    }
+
+    def known(entity: str, sourced_id: str) -> bool:
+        if entity not in loaded:
+            loaded[entity] = {value for value in sources[entity]() if value} if entity in sources else set()
+        return sourced_id in loaded[entity]
+
+    return known
+
+
+def import_bundle(
+    path: Path,
+    *,
+    actor: User | None = None,
+    today: date | None = None,
+    progress: Progress | None = None,
+    source_name: str | None = None,
+    school_only: School | None = None,
+) -> ImportResult:
+    """Check and import a bundle; raise InvalidBundle (and write nothing) if it has problems.
+
+    With `school_only` (a school admin's import), the bundle may hold no other school.
+    """
+    step = progress or (lambda stage: None)
+    with scopes_disabled():
+        step("reading")
+        bundle = read_bundle(path, known_ids=_known_ids())
+        if bundle.problems:
+            raise InvalidBundle(bundle.problems)
+        importer = _Importer(bundle, actor=actor, today=today or timezone.localdate(), step=step)
+        importer.check_database(school_only)
+        if importer.problems:
+            raise InvalidBundle(sorted(importer.problems))
+        with transaction.atomic():
+            importer.run(source_name or path.name)
+    return importer.result
+
+
+def _changed(obj: Any, values: dict[str, Any]) -> list[str]:
+    return [name for name, value in values.items() if getattr(obj, name) != value]
+
+
+def _audit_value(value: Any) -> Any:
+    return value.pk if hasattr(value, "pk") else value
+
+
+class _Importer:
+    def __init__(self, bundle: Bundle, *, actor: User | None, today: date, step: Progress) -> None:
+        self.bundle = bundle
+        self.actor = actor
+        self.today = today
+        self.step = step
+        self.result = ImportResult(warnings=list(bundle.warnings))
+        self.problems: list[Problem] = []
+        self.per_school: dict[int, dict[str, dict[str, int]]] = defaultdict(
+            lambda: {e: dict.fromkeys(KINDS, 0) for e in ENTITIES}
+        )
+        self.events: dict[int, list[Entry]] = defaultdict(list)
+        self.schools: dict[str, School] = {}
+        self.in_scope: set[int] = set()
+        self.users: dict[str, User] = {}
+        self.classes: dict[str, SchoolClass] = {}
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def count(self, entity: str, kind: str, school_id: int, n: int = 1) -> None:
+        self.result.counts[entity][kind] += n
+        self.per_school[school_id][entity][kind] += n
+
+    def audit(self, school_id: int, entry: Entry) -> None:
+        self.events[school_id].append(entry)
+
+    def warn(self, file: str, line: int, column: str, message: str) -> None:
+        self.result.warnings.append(Problem(f"{file}.csv", line, column, message))
+
+    # -- checks that need the database ---------------------------------------
+
+    def check_database(self, school_only: School | None) -> None:
+        """A username must not take over someone else's account; a school admin imports only their school."""
+        if school_only is not None:
+            for sid, row in self.bundle.rows.get("orgs", {}).items():
+                if row["type"].strip() == "school" and sid != school_only.sourced_id:
+                    self.problems.append(
+                        Problem(
+                            "orgs.csv", row.line, "sourcedId", f"{sid!r} is not your school; ask a platform operator"
+                        )
+                    )
+        users = self.bundle.live("users")
+        if not users:
+            return
+        wanted = {row["username"].strip(): (sid, row) for sid, row in users.items()}
+        taken = User.objects.filter(username__in=list(wanted)).values_list("username", "sourced_id")
+        for username, owner in taken.iterator(chunk_size=BATCH):
+            sourced_id, row = wanted[username]
+            if owner != sourced_id and owner not in users:
+                self.problems.append(
+                    Problem(
+                        "users.csv", row.line, "username", f"{username!r} is already the username of another account"
+                    )
+                )
+
+    # -- the import ----------------------------------------------------------
+
+    def run(self, source_name: str) -> None:
+        self.step("schools")
+        self.import_orgs()
+        self.step("sessions")
+        self.import_sessions()
+        self.step("classes")
+        self.import_classes()
+        self.step("users")
+        self.import_users()
+        self.step("cohorts")
+        self.import_cohorts()
+        self.step("enrollments")
+        self.import_enrollments()
+        self.step("audit")
+        self.write_audit(source_name)
+        self.result.school_ids = sorted(self.in_scope)
+
+    def import_orgs(self) -> None:
+        bundle = self.bundle
+        org_rows = bundle.rows.get("orgs", {})
+        existing_orgs = {o.sourced_id: o for o in Organisation.objects.filter(sourced_id__in=list(org_rows))}
+        for sid, row in org_rows.items():
+            kind = row["type"].strip()
+            if kind in ("school", "department"):
+                continue
+            org = existing_orgs.get(sid)
+            values = {
+                "name": row["name"].strip(),
+                "kind": kind if kind in Organisation.Kind.values else Organisation.Kind.DISTRICT,
+                "active": not row.deleted,
+            }
+            if org is None:
+                if row.deleted:
+                    continue
+                existing_orgs[sid] = Organisation.objects.create(sourced_id=sid, **values)
+            elif _changed(org, values):
+                for name, value in values.items():
+                    setattr(org, name, value)
+                org.save()
+        for sid, row in org_rows.items():
+            org = existing_orgs.get(sid)
+            parent = existing_orgs.get(row["parentSourcedId"].strip())
+            if org is not None and org.parent_id != (parent.pk if parent else None):
+                org.parent = parent
+                org.save(update_fields=["parent"])
+
+        school_rows = {sid: row for sid, row in org_rows.items() if row["type"].strip() == "school"}
+        existing = {s.sourced_id: s for s in School.objects.filter(sourced_id__in=list(school_rows))}
+        for sid, row in school_rows.items():
+            school = existing.get(sid)
+            parent = existing_orgs.get(row["parentSourcedId"].strip())
+            values = {
+                "name": row["name"].strip(),
+                "identifier": row["identifier"].strip(),
+                "organisation_id": parent.pk if parent else None,
+                "active": not row.deleted,
+            }
+            if school is None:
+                if row.deleted:
+                    continue
+                school = School.objects.create(sourced_id=sid, **values)
+                self.count("schools", "created", school.pk)
+                self.audit(school.pk, Entry.about("school.created", school, {"name": school.name}))
+            else:
+                changed = _changed(school, values)
+                if changed:
+                    old = {name: getattr(school, name) for name in changed}
+                    for name, value in values.items():
+                        setattr(school, name, value)
+                    school.save()
+                    kind = "deactivated" if changed == ["active"] and row.deleted else "updated"
+                    self.count("schools", kind, school.pk)
+                    self.audit(
+                        school.pk,
+                        Entry.about(f"school.{kind}", school, {"old": old, "new": {n: values[n] for n in changed}}),
+                    )
+                else:
+                    self.count("schools", "unchanged", school.pk)
+            self.schools[sid] = school
+            self.in_scope.add(school.pk)
+        # Schools of the same organisation that left a bulk bundle are deactivated.
+        if bundle.mode("orgs") == "bulk":
+            parents = [o.pk for sid, o in existing_orgs.items() if sid in org_rows]
+            gone = School.objects.filter(organisation_id__in=parents, active=True, sourced_id__isnull=False).exclude(
+                sourced_id__in=list(school_rows)
+            )
+            for school in gone:
+                school.active = False
+                school.save(update_fields=["active"])
+                self.count("schools", "deactivated", school.pk)
+                self.audit(school.pk, Entry.about("school.deactivated", school, {"reason": "not in the roster"}))
+
+    def school_for(self, org_id: str) -> School | None:
+        """The school an org id of the bundle (or, in delta bundles, of the database) stands for."""
+        school_sid = school_of(self.bundle, org_id) or org_id
+        school = self.schools.get(school_sid)
+        if school is None:
+            school = School.objects.filter(sourced_id=school_sid).first()
+            if school is not None:
+                self.schools[school_sid] = school
+                self.in_scope.add(school.pk)
+        return school
+
+    def import_sessions(self) -> None:
+        rows = self.bundle.rows.get("academicSessions", {})
+        if not rows:
+            return
+        live_schools = [s for s in self.schools.values() if s.active]
+        # A session belongs to the schools whose classes use it (and its parents);
+        # one that no class uses belongs to every school of the bundle.
+        used_by: dict[str, set[int]] = defaultdict(set)
+        for row in self.bundle.live("classes").values():
+            school = self.school_for(row["schoolSourcedId"].strip())
+            if school is None:
+                continue
+            for first in split_ids(row["termSourcedIds"]):
+                term, seen = first, set()
+                while term and term in rows and term not in seen:
+                    seen.add(term)
+                    used_by[term].add(school.pk)
+                    term = rows[term]["parentSourcedId"].strip()
+        wanted: dict[tuple[int, str], Any] = {}
+        for sid, row in rows.items():
+            for school_id in used_by.get(sid) or {s.pk for s in live_schools}:
+                wanted[(school_id, sid)] = row
+        existing = {
+            (s.school_id, s.sourced_id): s
+            for s in AcademicSession.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
+        }
+        created: list[AcademicSession] = []
+        for key, row in wanted.items():
+            school_id, sid = key
+            values = {
+                "title": row["title"].strip(),
+                "kind": row["type"].strip(),
+                "start_date": parse_date(row["startDate"]) if not row.deleted else None,
+                "end_date": parse_date(row["endDate"]) if not row.deleted else None,
+                "school_year": int(row["schoolYear"]) if not row.deleted else None,
+                "active": not row.deleted,
+            }
+            session = existing.get(key)
+            if session is None:
+                if row.deleted:
+                    continue
+                created.append(AcademicSession(school_id=school_id, sourced_id=sid, **values))
+                self.count("sessions", "created", school_id)
+                continue
+            if row.deleted:
+                values = {"active": False}
+            changed = _changed(session, values)
+            if changed:
+                for name in changed:
+                    setattr(session, name, values[name])
+                session.save()
+                self.count("sessions", "deactivated" if changed == ["active"] and row.deleted else "updated", school_id)
+            else:
+                self.count("sessions", "unchanged", school_id)
+        AcademicSession.objects.bulk_create(created, batch_size=BATCH)
+        if self.bundle.mode("academicSessions") == "bulk":
+            for key, session in existing.items():
+                if key not in wanted and session.active:
+                    session.active = False
+                    session.save(update_fields=["active"])
+                    self.count("sessions", "deactivated", session.school_id)
+        self.sessions = {
+            (s.school_id, s.sourced_id): s
+            for s in AcademicSession.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
+        }
+        for (school_id, sid), session in self.sessions.items():
+            parent_sid = rows[sid]["parentSourcedId"].strip() if sid in rows else ""
+            parent = self.sessions.get((school_id, parent_sid))
+            parent_id = parent.pk if parent else None
+            if sid in rows and session.parent_id != parent_id:
+                AcademicSession.objects.filter(pk=session.pk).update(parent_id=parent_id)
+
+    def import_classes(self) -> None:
+        rows = self.bundle.rows.get("classes", {})
+        courses = self.bundle.rows.get("courses", {})
+        existing = {c.sourced_id: c for c in SchoolClass.objects.filter(sourced_id__in=list(rows))}
+        existing_terms: dict[int, set[int]] = defaultdict(set)
+        through = SchoolClass.terms.through
+        for class_id, session_id in through.objects.filter(
+            schoolclass_id__in=[c.pk for c in existing.values()]
+        ).values_list("schoolclass_id", "academicsession_id"):
+            existing_terms[class_id].add(session_id)
+        sessions = getattr(self, "sessions", {})
+        if not sessions:
+            sessions = {
+                (s.school_id, s.sourced_id): s
+                for s in AcademicSession.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
+            }
+        to_create: list[tuple[SchoolClass, set[int]]] = []
+        term_changes: list[tuple[SchoolClass, set[int]]] = []
+        for sid, row in rows.items():
+            klass = existing.get(sid)
+            if row.deleted:
+                if klass is not None and klass.status == SchoolClass.Status.ACTIVE:
+                    self._archive_class(klass, "deleted in the roster")
+                continue
+            school = self.school_for(row["schoolSourcedId"].strip())
+            if school is None:
+                continue
+            course = courses.get(row["courseSourcedId"].strip())
+            values = {
+                "school_id": school.pk,
+                "title": row["title"].strip(),
+                "code": row["classCode"].strip(),
+                "course_title": course["title"].strip() if course else (klass.course_title if klass else ""),
+                "course_code": course["courseCode"].strip() if course else (klass.course_code if klass else ""),
+                "status": SchoolClass.Status.ACTIVE,
+            }
+            terms = {
+                sessions[(school.pk, term)].pk
+                for term in split_ids(row["termSourcedIds"])
+                if (school.pk, term) in sessions
+            }
+            if klass is None:
+                to_create.append((SchoolClass(sourced_id=sid, **values), terms))
+                continue
+            changed = _changed(klass, values)
+            if changed:
+                old = {name: getattr(klass, name) for name in changed}
+                for name in changed:
+                    setattr(klass, name, values[name])
+                klass.save()
+                self.count("classes", "updated", school.pk)
+                self.audit(
+                    school.pk,
+                    Entry.about(
+                        "class.updated", klass, {"old": old, "new": {n: values[n] for n in changed}}, label=klass.title
+                    ),
+                )
+            if terms != existing_terms[klass.pk]:
+                term_changes.append((klass, terms))
+                if not changed:
+                    self.count("classes", "updated", school.pk)
+            elif not changed:
+                self.count("classes", "unchanged", school.pk)
+            self.classes[sid] = klass
+        SchoolClass.objects.bulk_create([klass for klass, _ in to_create], batch_size=BATCH)
+        links = []
+        for klass, terms in to_create:
+            self.classes[klass.sourced_id or ""] = klass
+            self.count("classes", "created", klass.school_id)
+            self.audit(klass.school_id, Entry.about("class.created", klass, {"title": klass.title}, label=klass.title))
+            links.extend(through(schoolclass_id=klass.pk, academicsession_id=term) for term in terms)
+        for klass, terms in term_changes:
+            through.objects.filter(schoolclass_id=klass.pk).delete()
+            links.extend(through(schoolclass_id=klass.pk, academicsession_id=term) for term in terms)
+        through.objects.bulk_create(links, batch_size=BATCH)
+        if self.bundle.mode("classes") == "bulk":
+            gone = SchoolClass.objects.filter(
+                school_id__in=self.in_scope, status=SchoolClass.Status.ACTIVE, sourced_id__isnull=False
+            ).exclude(sourced_id__in=list(rows))
+            for klass in gone:
+                self._archive_class(klass, "not in the roster")
+
+    def _archive_class(self, klass: SchoolClass, reason: str) -> None:
+        klass.status = SchoolClass.Status.ARCHIVED
+        klass.save(update_fields=["status"])
+        self.count("classes", "deactivated", klass.school_id)
+        self.audit(klass.school_id, Entry.about("class.archived", klass, {"reason": reason}, label=klass.title))
+
+    def import_users(self) -> None:
+        rows = self.bundle.rows.get("users", {})
+        birth_dates: dict[str, date | None] = {}
+        demographics = self.bundle.live("demographics")
+        for sid, row in demographics.items():
+            value = row["birthDate"].strip()
+            birth_dates[sid] = parse_date(value) if value else None
+        existing = {u.sourced_id: u for u in User.objects.filter(sourced_id__in=list(rows))}
+        unusable = make_password(None)
+        to_create: list[User] = []
+        to_update: dict[int, User] = {}
+        update_fields: set[str] = set()
+        for sid, row in rows.items():
+            user = existing.get(sid)
+            if row.deleted:
+                if user is not None and user.enabled:
+                    self._disable(user, "deleted in the roster", to_update, update_fields)
+                elif user is not None:
+                    self.count("users", "unchanged", user.school_id or 0)
+                continue
+            role = row["role"].strip()
+            if role not in IMPORTED_USER_ROLES:
+                continue  # parents and guardians have no place in Commonroom
+            school_ids = []
+            for org in split_ids(row["orgSourcedIds"]):
+                school = self.school_for(org)
+                if school is not None and school.pk not in school_ids:
+                    school_ids.append(school.pk)
+            if not school_ids:
+                self.warn("users", row.line, "orgSourcedIds", "names no school: district-level staff are not imported")
+                continue
+            if len(school_ids) > 1:
+                self.warn(
+                    "users",
+                    row.line,
+                    "orgSourcedIds",
+                    "names several schools; a person belongs to one school in Commonroom, the first one listed",
+                )
+            values: dict[str, Any] = {
+                "school_id": school_ids[0],
+                "username": row["username"].strip(),
+                "email": row["email"].strip(),
+                "given_name": row["givenName"].strip(),
+                "family_name": row["familyName"].strip(),
+                "role": User.Role.AIDE if role == "proctor" else role,
+                "grade": (split_ids(row["grades"]) or [""])[0][:8],
+                "enabled": parse_bool(row["enabledUser"]),
+            }
+            if sid in birth_dates:
+                values["birth_date"] = birth_dates[sid]
+            if user is None:
+                user = User(sourced_id=sid, password=unusable, **values)
+                to_create.append(user)
+                self.users[sid] = user
+                continue
+            self.users[sid] = user
+            changed = _changed(user, values)
+            if not changed:
+                self.count("users", "unchanged", user.school_id or 0)
+                continue
+            old = {name: getattr(user, name) for name in changed}
+            for name in changed:
+                setattr(user, name, values[name])
+            to_update[user.pk] = user
+            update_fields.update(changed)
+            if changed == ["enabled"] and not values["enabled"]:
+                kind, action = "deactivated", "person.disabled"
+            else:
+                kind, action = "updated", "person.updated"
+            self.count("users", kind, user.school_id or 0)
+            self.audit(
+                user.school_id or 0,
+                Entry.about(action, user, {"old": old, "new": {n: values[n] for n in changed}}, label=user.username),
+            )
+        if self.bundle.mode("users") == "bulk":
+            alumni = set(
+                CohortMembership.objects.filter(
+                    school_id__in=self.in_scope,
+                    end_date__isnull=True,
+                    cohort__status=Cohort.Status.GRADUATED,
+                    cohort__school__alumni_keep_access=True,
+                ).values_list("user_id", flat=True)
+            )
+            gone = User.objects.filter(school_id__in=self.in_scope, enabled=True, sourced_id__isnull=False).exclude(
+                sourced_id__in=list(rows)
+            )
+            for user in gone.iterator(chunk_size=BATCH):
+                if user.pk in alumni:
+                    self.count("users", "unchanged", user.school_id or 0)
+                    continue
+                self._disable(user, "not in the roster", to_update, update_fields)
+        User.objects.bulk_create(to_create, batch_size=BATCH)
+        for user in to_create:
+            self.count("users", "created", user.school_id or 0)
+            self.audit(
+                user.school_id or 0,
+                Entry.about(
+                    "person.added",
+                    user,
+                    {"username": user.username, "role": user.role, "enabled": user.enabled},
+                    label=user.username,
+                ),
+            )
+        if to_update:
+            User.objects.bulk_update(list(to_update.values()), sorted(update_fields), batch_size=BATCH)
+        self.sync_roster_roles()
+
+    def _disable(self, user: User, reason: str, to_update: dict[int, User], update_fields: set[str]) -> None:
+        user.enabled = False
+        to_update[user.pk] = user
+        update_fields.add("enabled")
+        self.count("users", "deactivated", user.school_id or 0)
+        self.audit(user.school_id or 0, Entry.about("person.disabled", user, {"reason": reason}, label=user.username))
+
+    def sync_roster_roles(self) -> None:
+        """Enabled teachers of the roster hold the teacher role; others lose a role the roster gave."""
+        teachers = {
+            (u.school_id, u.pk)
+            for u in User.objects.filter(
+                school_id__in=self.in_scope, role=User.Role.TEACHER, enabled=True, sourced_id__isnull=False
+            ).only("pk", "school_id")
+        }
+        roles = {
+            (r.school_id, r.user_id): r
+            for r in StaffRole.objects.filter(school_id__in=self.in_scope, role=StaffRole.Role.TEACHER).select_related(
+                "user"
+            )
+        }
+        for key, role in roles.items():
+            wanted = key in teachers
+            if role.source != StaffRole.Source.ROSTER or role.active == wanted:
+                if role.source == StaffRole.Source.ROSTER:
+                    self.count("staff_roles", "unchanged", role.school_id)
+                continue
+            role.active = wanted
+            role.save(update_fields=["active"])
+            kind = "updated" if wanted else "deactivated"
+            self.count("staff_roles", kind, role.school_id)
+            action = "staff_role.granted" if wanted else "staff_role.revoked"
+            self.audit(
+                role.school_id,
+                Entry.about(action, role, {"role": role.role, "user": role.user.username}, label=role.user.username),
+            )
+        new = [
+            StaffRole(school_id=school_id, user_id=user_id, role=StaffRole.Role.TEACHER, source=StaffRole.Source.ROSTER)
+            for school_id, user_id in sorted(teachers - set(roles))
+        ]
+        StaffRole.objects.bulk_create(new, batch_size=BATCH)
+        usernames = dict(User.objects.filter(pk__in=[r.user_id for r in new]).values_list("pk", "username"))
+        for role in new:
+            self.count("staff_roles", "created", role.school_id)
+            self.audit(
+                role.school_id,
+                Entry.about(
+                    "staff_role.granted",
+                    role,
+                    {"role": role.role, "user": usernames[role.user_id], "source": "roster"},
+                    label=usernames[role.user_id],
+                ),
+            )
+
+    def school_year_end(self) -> int:
+        """The end year of the school year this roster is for."""
+        years = [
+            (parse_date(row["startDate"]), parse_date(row["endDate"]), int(row["schoolYear"]))
+            for row in self.bundle.live("academicSessions").values()
+            if row["type"].strip() == "schoolYear"
+        ]
+        for start, end, year in sorted(years):
+            if start <= self.today <= end:
+                return year
+        upcoming = [y for y in sorted(years) if y[0] > self.today]
+        if upcoming:
+            return upcoming[0][2]
+        if years:
+            return max(years, key=lambda y: y[1])[2]
+        return self.today.year + 1 if self.today.month >= 8 else self.today.year
+
+    def import_cohorts(self) -> None:
+        rows = self.bundle.live("users")
+        end_year = self.school_year_end()
+        schools = {s.pk: s for s in self.schools.values()}
+        targets: dict[int, tuple[int, int]] = {}  # user id -> (school id, graduation year)
+        for sid, user in self.users.items():
+            if user.role != User.Role.STUDENT or user.school_id is None:
+                continue
+            row = rows[sid]
+            cohort_value = row["metadata.cohort"].strip()
+            if cohort_value:
+                year = parse_cohort(cohort_value)
+            else:
+                grade = parse_grade(row["grades"])
+                school = schools.get(user.school_id)
+                if grade is None or school is None:
+                    self.warn("users", row.line, "grades", "no grade or metadata.cohort: the student is in no cohort")
+                    continue
+                year = end_year + (school.final_grade - grade)
+            targets[user.pk] = (user.school_id, year)
+        if not targets:
+            return
+        cohorts = {(c.school_id, c.graduation_year): c for c in Cohort.objects.filter(school_id__in=self.in_scope)}
+        new_cohorts = [
+            Cohort(school_id=s, graduation_year=y) for (s, y) in sorted(set(targets.values()) - set(cohorts))
+        ]
+        Cohort.objects.bulk_create(new_cohorts, batch_size=BATCH)
+        for cohort in new_cohorts:
+            cohorts[(cohort.school_id, cohort.graduation_year)] = cohort
+            self.count("cohorts", "created", cohort.school_id)
+            self.audit(
+                cohort.school_id, Entry.about("cohort.created", cohort, {"graduation_year": cohort.graduation_year})
+            )
+        used = set(targets.values())
+        for key, cohort in cohorts.items():
+            if key in used and cohort not in new_cohorts:
+                self.count("cohorts", "unchanged", cohort.school_id)
+        memberships: dict[int, list[CohortMembership]] = defaultdict(list)
+        for membership in CohortMembership.objects.filter(user_id__in=list(targets)):
+            memberships[membership.user_id].append(membership)
+        to_create: list[CohortMembership] = []
+        usernames = {u.pk: u.username for u in self.users.values()}
+        for user_id, (school_id, year) in targets.items():
+            cohort = cohorts[(school_id, year)]
+            current = next((m for m in memberships[user_id] if m.end_date is None), None)
+            if current is not None and current.cohort_id == cohort.pk:
+                self.count("cohort_memberships", "unchanged", school_id)
+                continue
+            if current is not None:
+                CohortMembership.objects.filter(pk=current.pk).update(end_date=self.today)
+                self.count("cohort_memberships", "deactivated", school_id)
+            earlier = next((m for m in memberships[user_id] if m.cohort_id == cohort.pk), None)
+            if earlier is not None:
+                CohortMembership.objects.filter(pk=earlier.pk).update(end_date=None)
+                self.count("cohort_memberships", "updated", school_id)
+            else:
+                to_create.append(
+                    CohortMembership(school_id=school_id, cohort=cohort, user_id=user_id, begin_date=self.today)
+                )
+                self.count("cohort_memberships", "created", school_id)
+            self.audit(
+                school_id,
+                Entry(
+                    action="cohort_membership.changed",
+                    target_type="classes.user",
+                    target_id=str(user_id),
+                    target_label=usernames.get(user_id, ""),
+                    payload={
+                        "from_cohort": current.cohort_id if current else None,
+                        "to_cohort": cohort.pk,
+                        "graduation_year": year,
+                    },
+                ),
+            )
+        CohortMembership.objects.bulk_create(to_create, batch_size=BATCH)
+
+    def import_enrollments(self) -> None:
+        rows = self.bundle.rows.get("enrollments", {})
+        if not rows and self.bundle.mode("enrollments") != "bulk":
+            return
+        existing = {
+            e.sourced_id: e
+            for e in Enrollment.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False).only(
+                "pk",
+                "sourced_id",
+                "school_id",
+                "school_class_id",
+                "user_id",
+                "role",
+                "primary",
+                "begin_date",
+                "end_date",
+                "active",
+            )
+        }
+        missing_users = [
+            row["userSourcedId"].strip() for row in rows.values() if row["userSourcedId"].strip() not in self.users
+        ]
+        for user in User.objects.filter(sourced_id__in=missing_users):
+            self.users[user.sourced_id or ""] = user
+        missing_classes = [
+            row["classSourcedId"].strip() for row in rows.values() if row["classSourcedId"].strip() not in self.classes
+        ]
+        for klass in SchoolClass.objects.filter(sourced_id__in=missing_classes):
+            self.classes[klass.sourced_id or ""] = klass
+        to_create: list[Enrollment] = []
+        to_update: list[Enrollment] = []
+        fields: set[str] = set()
+        for sid, row in rows.items():
+            enrollment = existing.get(sid)
+            if row.deleted:
+                if enrollment is not None and enrollment.active:
+                    self._end(enrollment, "deleted in the roster", to_update, fields)
+                continue
+            user = self.users.get(row["userSourcedId"].strip())
+            klass = self.classes.get(row["classSourcedId"].strip())
+            if user is None or klass is None:
+                continue  # a parent, or a person skipped with a warning above
+            if user.school_id != klass.school_id:
+                self.warn(
+                    "enrollments",
+                    row.line,
+                    "userSourcedId",
+                    f"{user.username!r} belongs to another school than class {klass.sourced_id!r}; enrollment skipped",
+                )
+                continue
+            begin, end = row["beginDate"].strip(), row["endDate"].strip()
+            values = {
+                "school_id": klass.school_id,
+                "school_class_id": klass.pk,
+                "user_id": user.pk,
+                "role": ENROLLMENT_ROLES[row["role"].strip()],
+                "primary": row["primary"].strip().lower() == "true",
+                "begin_date": parse_date(begin) if begin else None,
+                "end_date": parse_date(end) if end else None,
+                "active": True,
+            }
+            payload = {
+                "user": user.username,
+                "class": klass.title,
+                "class_id": klass.pk,
+                "role": values["role"],
+                "begin_date": values["begin_date"],
+                "end_date": values["end_date"],
+            }
+            if enrollment is None:
+                enrollment = Enrollment(sourced_id=sid, **values)
+                to_create.append(enrollment)
+                continue
+            changed = _changed(enrollment, values)
+            if not changed:
+                self.count("enrollments", "unchanged", enrollment.school_id)
+                continue
+            old = {name: getattr(enrollment, name) for name in changed}
+            for name in changed:
+                setattr(enrollment, name, values[name])
+            to_update.append(enrollment)
+            fields.update(changed)
+            action = "enrollment.reactivated" if "active" in changed else "enrollment.updated"
+            self.count("enrollments", "updated", enrollment.school_id)
+            self.audit(
+                enrollment.school_id,
+                Entry.about(action, enrollment, {**payload, "old": old}, label=f"{user.username} in {klass.title}"),
+            )
+        if self.bundle.mode("enrollments") == "bulk":
+            for sid, enrollment in existing.items():
+                if sid not in rows and enrollment.active:
+                    self._end(enrollment, "not in the roster", to_update, fields)
+        Enrollment.objects.bulk_create(to_create, batch_size=BATCH)
+        user_names = {u.pk: u.username for u in self.users.values()}
+        class_titles = {c.pk: c.title for c in self.classes.values()}
+        for enrollment in to_create:
+            self.count("enrollments", "created", enrollment.school_id)
+            username, title = user_names[enrollment.user_id], class_titles[enrollment.school_class_id]
+            self.audit(
+                enrollment.school_id,
+                Entry.about(
+                    "enrollment.created",
+                    enrollment,
+                    {
+                        "user": username,
+                        "class": title,
+                        "class_id": enrollment.school_class_id,
+                        "role": enrollment.role,
+                        "begin_date": enrollment.begin_date,
+                        "end_date": enrollment.end_date,
+                    },
+                    label=f"{username} in {title}",
+                ),
+            )
+        if to_update:
+            Enrollment.objects.bulk_update(to_update, sorted(fields), batch_size=BATCH)
+
+    def _end(self, enrollment: Enrollment, reason: str, to_update: list[Enrollment], fields: set[str]) -> None:
+        enrollment.active = False
+        if enrollment.end_date is None or enrollment.end_date > self.today:
+            enrollment.end_date = self.today
+        to_update.append(enrollment)
+        fields.update({"active", "end_date"})
+        self.count("enrollments", "deactivated", enrollment.school_id)
+        self.audit(
+            enrollment.school_id,
+            Entry.about(
+                "enrollment.ended",
+                enrollment,
+                {"reason": reason, "user_id": enrollment.user_id, "class_id": enrollment.school_class_id},
+                label=f"enrollment {enrollment.sourced_id}",
+            ),
+        )
+
+    def write_audit(self, source_name: str) -> None:
+        school_ids = sorted(self.in_scope | set(self.events))
+        for school_id in school_ids:
+            counts = self.per_school[school_id]
+            entries = [
+                *self.events.get(school_id, []),
+                Entry(
+                    action="roster.imported",
+                    target_type="classes.school",
+                    target_id=str(school_id),
+                    payload={
+                        "bundle": source_name,
+                        "modes": self.bundle.modes,
+                        "counts": counts,
+                        "warnings": len(self.result.warnings),
+                    },
+                ),
+            ]
+            record_many(entries, school_id=school_id or None, actor=self.actor)

@@ -1,0 +1,231 @@
+"""Provisioning actions: each one validates, then writes its change and its audit event in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import Entry, record, record_many
+from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
+
+
+class ProvisioningError(Exception):
+    """An action that cannot be done as asked; the message says why."""
+
+
+# -- staff roles -----------------------------------------------------------
+
+
+def grant_role(
+    *, actor: User | None, school: School, user: User, role: str, cohorts: list[Cohort] | None = None
+) -> StaffRole:
+    if user.school_id != school.pk:
+        raise ProvisioningError(f"{user} is not a member of {school}.")
+    if user.role == User.Role.STUDENT:
+        raise ProvisioningError("Students cannot hold staff roles.")
+    if role not in StaffRole.Role.values:
+        raise ProvisioningError(f"{role!r} is not a staff role.")
+    cohort_list = cohorts or []
+    if any(c.school_id != school.pk for c in cohort_list):
+        raise ProvisioningError("A moderator can only look after cohorts of their own school.")
+    with transaction.atomic():
+        staff_role, created = StaffRole.objects.get_or_create(
+            school=school, user=user, role=role, defaults={"source": StaffRole.Source.MANUAL}
+        )
+        if not created and staff_role.active and set(staff_role.cohorts.all()) == set(cohort_list):
+            return staff_role
+        staff_role.active = True
+        staff_role.save(update_fields=["active"])
+        staff_role.cohorts.set(cohort_list)
+        record(
+            "staff_role.granted",
+            school_id=school.pk,
+            actor=actor,
+            target=staff_role,
+            target_label=user.username,
+            payload={"user": user.username, "role": role, "cohorts": [c.graduation_year for c in cohort_list]},
+        )
+    return staff_role
+
+
+def revoke_role(*, actor: User | None, staff_role: StaffRole) -> None:
+    with transaction.atomic():
+        if not staff_role.active:
+            return
+        staff_role.active = False
+        staff_role.save(update_fields=["active"])
+        record(
+            "staff_role.revoked",
+            school_id=staff_role.school_id,
+            actor=actor,
+            target=staff_role,
+            target_label=staff_role.user.username,
+            payload={"user": staff_role.user.username, "role": staff_role.role},
+        )
+
+
+# -- enrollments -----------------------------------------------------------
+
+
+def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: str) -> Enrollment:
+    if user.school_id != school_class.school_id:
+        raise ProvisioningError(f"{user} is not a member of the school of {school_class}.")
+    if role not in Enrollment.Role.values:
+        raise ProvisioningError(f"{role!r} is not an enrollment role.")
+    if school_class.status != SchoolClass.Status.ACTIVE:
+        raise ProvisioningError(f"{school_class} is archived.")
+    with transaction.atomic():
+        enrollment = Enrollment.objects.create(
+            school_id=school_class.school_id,
+            school_class=school_class,
+            user=user,
+            role=role,
+            begin_date=timezone.localdate(),
+        )
+        record(
+            "enrollment.created",
+            school_id=school_class.school_id,
+            actor=actor,
+            target=enrollment,
+            target_label=f"{user.username} in {school_class.title}",
+            payload={"user": user.username, "class": school_class.title, "class_id": school_class.pk, "role": role},
+        )
+    return enrollment
+
+
+def end_enrollment(*, actor: User | None, enrollment: Enrollment, reason: str = "") -> None:
+    with transaction.atomic():
+        if not enrollment.active:
+            return
+        enrollment.active = False
+        enrollment.end_date = timezone.localdate()
+        enrollment.save(update_fields=["active", "end_date"])
+        record(
+            "enrollment.ended",
+            school_id=enrollment.school_id,
+            actor=actor,
+            target=enrollment,
+            payload={"reason": reason, "user_id": enrollment.user_id, "class_id": enrollment.school_class_id},
+        )
+
+
+# -- school settings ----------------------------------------------------------
+
+SCHOOL_SETTINGS = ("name", "time_zone", "final_grade", "alumni_keep_access")
+
+
+def change_school_settings(*, actor: User | None, school: School, **values: Any) -> list[str]:
+    unknown = set(values) - set(SCHOOL_SETTINGS)
+    if unknown:
+        raise ProvisioningError(f"Unknown school setting(s): {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        current = School.objects.select_for_update().get(pk=school.pk)
+        changed = [name for name, value in values.items() if getattr(current, name) != value]
+        if not changed:
+            return []
+        old = {name: getattr(current, name) for name in changed}
+        for name in changed:
+            setattr(current, name, values[name])
+        current.full_clean()
+        current.save(update_fields=changed)
+        record(
+            "school.settings_changed",
+            school_id=school.pk,
+            actor=actor,
+            target=current,
+            payload={"old": old, "new": {name: values[name] for name in changed}},
+        )
+    for name in changed:
+        setattr(school, name, values[name])
+    return changed
+
+
+# -- year end ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class YearClosed:
+    school_year: int
+    graduated_cohort: int | None
+    graduates: int
+    alumni_keep_access: bool
+    classes_archived: int
+    enrollments_ended: int
+    memberships_ended: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def current_school_year(school: School, today: date) -> AcademicSession | None:
+    """The open school year that has started by `today` (the latest one, if several)."""
+    return (
+        AcademicSession.objects.filter(
+            school=school, kind=AcademicSession.Kind.SCHOOL_YEAR, active=True, closed=False, start_date__lte=today
+        )
+        .order_by("-start_date")
+        .first()
+    )
+
+
+def close_year(*, actor: User | None, school: School, today: date | None = None) -> YearClosed:
+    """Graduate the final-year cohort, archive the year's classes and end their enrollments.
+
+    One audited event records everything it did. The next year's roster is
+    imported afterwards.
+    """
+    today = today or timezone.localdate()
+    with transaction.atomic():
+        school = School.objects.select_for_update().get(pk=school.pk)
+        year = current_school_year(school, today)
+        if year is None:
+            raise ProvisioningError(f"{school} has no open school year that has started by {today:%Y-%m-%d}.")
+        cohort = Cohort.objects.filter(
+            school=school, graduation_year=year.school_year, status=Cohort.Status.ACTIVE
+        ).first()
+        graduates = memberships_ended = 0
+        if cohort is not None:
+            cohort.status = Cohort.Status.GRADUATED
+            cohort.graduated_on = today
+            cohort.save(update_fields=["status", "graduated_on"])
+            current = CohortMembership.objects.filter(cohort=cohort, end_date__isnull=True)
+            graduates = current.count()
+            if not school.alumni_keep_access:
+                memberships_ended = current.update(end_date=today)
+        # The year's classes: those taught in terms that end by the end of the
+        # year, and those with no term at all. Next year's classes stay.
+        year_sessions = AcademicSession.objects.filter(school=school, end_date__lte=year.end_date)
+        later = AcademicSession.objects.filter(school=school, end_date__gt=year.end_date)
+        classes = (
+            SchoolClass.objects.filter(school=school, status=SchoolClass.Status.ACTIVE)
+            .exclude(terms__in=later)
+            .filter(terms__in=year_sessions)
+            .distinct()
+        )
+        untermed = SchoolClass.objects.filter(school=school, status=SchoolClass.Status.ACTIVE, terms__isnull=True)
+        class_ids = set(classes.values_list("pk", flat=True)) | set(untermed.values_list("pk", flat=True))
+        classes_archived = SchoolClass.objects.filter(pk__in=class_ids).update(status=SchoolClass.Status.ARCHIVED)
+        enrollments_ended = Enrollment.objects.filter(school_class_id__in=class_ids, active=True).update(
+            active=False, end_date=today
+        )
+        AcademicSession.objects.filter(pk=year.pk).update(closed=True)
+        AcademicSession.objects.filter(parent=year).update(closed=True)
+        result = YearClosed(
+            school_year=year.school_year,
+            graduated_cohort=cohort.graduation_year if cohort else None,
+            graduates=graduates,
+            alumni_keep_access=school.alumni_keep_access,
+            classes_archived=classes_archived,
+            enrollments_ended=enrollments_ended,
+            memberships_ended=memberships_ended,
+        )
+        record_many(
+            [Entry.about("school_year.closed", year, result.as_dict(), label=year.title)],
+            school_id=school.pk,
+            actor=actor,
+        )
+    return result
