@@ -44,7 +44,7 @@ def _run(schema_editor: Any, forward: bool) -> None:
     if vendor not in STATEMENTS:
         raise RuntimeError(f"Commonroom's audit log needs PostgreSQL or SQLite, not {vendor}.")
     for statement in STATEMENTS[vendor][0 if forward else 1]:
-        schema_editor.execute(statement)
+        schema_editor.execute(statement, params=None)
 
 
 def create(apps: Any, schema_editor: Any) -> None:

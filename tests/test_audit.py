@@ -1,0 +1,316 @@
+"""The audit log: append-only in the ORM and the database, hash-chained, and verified."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, connections, transaction
+from django_scopes import scopes_disabled
+
+from audit.chain import MASK, event_hash
+from audit.models import AppendOnlyError, AuditChainHead, AuditEvent, chain_for_school
+from audit.services import Entry, NotInTransactionError, Problem, record, record_many, verify_chain
+from classes.models import School
+from tests.conftest import SchoolPeople, audit_triggers_disabled
+
+
+def _append(school_id: int | None, n: int, actor: Any = None) -> list[AuditEvent]:
+    with transaction.atomic():
+        return record_many(
+            [Entry(action="test.happened", payload={"n": i}) for i in range(n)], school_id=school_id, actor=actor
+        )
+
+
+def _verify(*args: str) -> tuple[int, str, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("audit_verify", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def _raw(sql: str, params: list[Any]) -> None:
+    with audit_triggers_disabled(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+pytestmark = pytest.mark.django_db
+
+
+class TestAppending:
+    def test_events_form_a_chain_per_school(self, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+        a = _append(school_a.school.pk, 3, actor=school_a.admin)
+        b = _append(school_b.school.pk, 2)
+        assert [e.seq for e in a] == [1, 2, 3]
+        assert [e.seq for e in b] == [1, 2]
+        assert a[0].prev_hash == "0" * 64
+        assert a[1].prev_hash == a[0].hash
+        assert a[2].prev_hash == a[1].hash
+        assert {e.chain for e in a} == {chain_for_school(school_a.school.pk)}
+        assert a[0].actor_label == school_a.admin.username
+        head = AuditChainHead.objects.get(chain=chain_for_school(school_a.school.pk))
+        assert (head.seq, head.hash) == (3, a[2].hash)
+
+    def test_the_hash_covers_the_fields(self, school_a: SchoolPeople) -> None:
+        (event,) = _append(school_a.school.pk, 1, actor=school_a.admin)
+        stored = AuditEvent.all_chains.get(pk=event.pk)
+        expected = event_hash(
+            chain=stored.chain,
+            created=stored.created,
+            school_id=stored.school_id,
+            actor_id=stored.actor_id,
+            actor_label=stored.actor_label,
+            action=stored.action,
+            target_type=stored.target_type,
+            target_id=stored.target_id,
+            target_label=stored.target_label,
+            payload=stored.payload,
+            prev_hash=stored.prev_hash,
+        )
+        assert stored.hash == expected
+        changed = event_hash(
+            chain=stored.chain,
+            created=stored.created,
+            school_id=stored.school_id,
+            actor_id=stored.actor_id,
+            actor_label=stored.actor_label,
+            action="test.other",
+            target_type=stored.target_type,
+            target_id=stored.target_id,
+            target_label=stored.target_label,
+            payload=stored.payload,
+            prev_hash=stored.prev_hash,
+        )
+        assert changed != expected
+
+    def test_recording_outside_a_transaction_is_refused(self, school_a: SchoolPeople) -> None:
+        # pytest-django wraps each test in a transaction; step outside it the way
+        # a view running in autocommit mode would be.
+        connection.in_atomic_block, saved = False, connection.in_atomic_block
+        try:
+            with pytest.raises(NotInTransactionError):
+                record("test.happened", school_id=school_a.school.pk)
+        finally:
+            connection.in_atomic_block = saved
+
+    def test_the_event_rolls_back_with_its_action(self, school_a: SchoolPeople) -> None:
+        before = AuditEvent.all_chains.count()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            record("test.happened", school_id=school_a.school.pk)
+            raise RuntimeError("the action failed")
+        assert AuditEvent.all_chains.count() == before
+        assert verify_chain(chain_for_school(school_a.school.pk)).intact
+
+    def test_secrets_are_masked_and_values_made_exact(self, school_a: SchoolPeople) -> None:
+        with transaction.atomic():
+            event = record(
+                "test.happened",
+                school_id=school_a.school.pk,
+                payload={"password": "hunter2", "nested": {"api_token": "abc"}, "ratio": 0.5, "when": school_a.year.start_date},
+            )
+        stored = AuditEvent.all_chains.get(pk=event.pk)
+        assert stored.payload == {"password": MASK, "nested": {"api_token": MASK}, "ratio": "0.5", "when": "2026-09-01"}
+        assert verify_chain(stored.chain).intact
+
+    def test_an_actor_who_is_disabled_stays_on_the_record(self, school_a: SchoolPeople) -> None:
+        (event,) = _append(school_a.school.pk, 1, actor=school_a.teacher)
+        school_a.teacher.enabled = False
+        school_a.teacher.save()
+        assert AuditEvent.all_chains.get(pk=event.pk).actor_id == school_a.teacher.pk
+        with pytest.raises(DatabaseError):  # PROTECT: people with audit history are never deleted
+            with transaction.atomic():
+                school_a.teacher.delete()
+
+
+class TestAppendOnly:
+    def test_the_orm_refuses_changes(self, school_a: SchoolPeople) -> None:
+        (event,) = _append(school_a.school.pk, 1)
+        event.action = "forged"
+        with pytest.raises(AppendOnlyError):
+            event.save()
+        with pytest.raises(AppendOnlyError):
+            event.delete()
+        with pytest.raises(AppendOnlyError):
+            AuditEvent.all_chains.filter(pk=event.pk).update(action="forged")
+        with pytest.raises(AppendOnlyError):
+            AuditEvent.all_chains.filter(pk=event.pk).delete()
+        with pytest.raises(AppendOnlyError):
+            AuditEvent.all_chains.bulk_update([event], ["action"])
+
+    @pytest.mark.parametrize(
+        "sql",
+        ["UPDATE audit_auditevent SET action = 'forged'", "DELETE FROM audit_auditevent"],
+    )
+    def test_the_database_refuses_changes(self, school_a: SchoolPeople, sql: str) -> None:
+        _append(school_a.school.pk, 2)
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
+        assert AuditEvent.all_chains.filter(action="test.happened").count() == 2
+
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgres_refuses_truncate() -> None:
+    with scopes_disabled():
+        school = School.objects.create(name="Truncate School")
+    _append(school.pk, 1)  # committed: no pending trigger events in the way
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("TRUNCATE audit_auditevent CASCADE")
+    assert AuditEvent.all_chains.count() == 1
+
+
+class TestVerify:
+    def test_an_intact_log_passes(self, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+        _append(school_a.school.pk, 5)
+        _append(school_b.school.pk, 3)
+        _append(None, 2)
+        code, out, _ = _verify()
+        assert code == 0
+        assert f"school:{school_a.school.pk}: intact (5 events)" in out
+        assert "platform: intact (2 events)" in out
+
+    def _chain(self, school: SchoolPeople, n: int = 6) -> list[AuditEvent]:
+        return _append(school.school.pk, n)
+
+    def _expect(self, school: SchoolPeople, problem: Problem, seq: int, event_id: int | None = None) -> None:
+        report = verify_chain(chain_for_school(school.school.pk))
+        assert report.finding is not None, "tampering went unnoticed"
+        assert report.finding.problem == problem
+        assert report.finding.seq == seq
+        if event_id is not None:
+            assert report.finding.event_id == event_id
+        code, _, err = _verify("--school", str(school.school.pk))
+        assert code == 1
+        assert f"TAMPERED school:{school.school.pk}" in err
+        assert problem.value in err
+
+    def test_an_altered_payload_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("UPDATE audit_auditevent SET payload = %s WHERE id = %s", ['{"n": 99}', events[2].pk])
+        self._expect(school_a, Problem.ALTERED, 3, events[2].pk)
+
+    def test_an_altered_time_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("UPDATE audit_auditevent SET created = %s WHERE id = %s", [events[1].created - timedelta(days=1), events[1].pk])
+        self._expect(school_a, Problem.ALTERED, 2, events[1].pk)
+
+    def test_a_rehashed_alteration_breaks_the_next_link(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        forged = event_hash(
+            chain=events[2].chain,
+            created=events[2].created,
+            school_id=events[2].school_id,
+            actor_id=None,
+            actor_label="",
+            action="test.happened",
+            target_type="",
+            target_id="",
+            target_label="",
+            payload={"n": 99},
+            prev_hash=events[2].prev_hash,
+        )
+        _raw("UPDATE audit_auditevent SET payload = %s, hash = %s WHERE id = %s", ['{"n": 99}', forged, events[2].pk])
+        self._expect(school_a, Problem.MISSING, 4, events[3].pk)
+
+    def test_a_removed_event_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("DELETE FROM audit_auditevent WHERE id = %s", [events[2].pk])
+        self._expect(school_a, Problem.MISSING, 3)
+
+    def test_a_removed_and_renumbered_event_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("DELETE FROM audit_auditevent WHERE id = %s", [events[2].pk])
+        for event in events[3:]:
+            _raw("UPDATE audit_auditevent SET seq = %s WHERE id = %s", [event.seq - 1, event.pk])
+        self._expect(school_a, Problem.MISSING, 3, events[3].pk)
+
+    def test_removed_events_at_the_end_are_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("DELETE FROM audit_auditevent WHERE id IN (%s, %s)", [events[4].pk, events[5].pk])
+        self._expect(school_a, Problem.MISSING, 5)
+
+    def _forge_after(self, previous: AuditEvent, seq: int) -> None:
+        """Insert a well-formed event (valid hash) after `previous`, as an attacker who knows the format could."""
+        created = previous.created + timedelta(microseconds=1)
+        digest = event_hash(
+            chain=previous.chain,
+            created=created,
+            school_id=previous.school_id,
+            actor_id=None,
+            actor_label="",
+            action="test.forged",
+            target_type="",
+            target_id="",
+            target_label="",
+            payload={},
+            prev_hash=previous.hash,
+        )
+        _raw(
+            "INSERT INTO audit_auditevent (chain, seq, created, school_id, actor_label, action, target_type, target_id, "
+            "target_label, payload, prev_hash, hash) VALUES (%s, %s, %s, %s, '', 'test.forged', '', '', '', '{}', %s, %s)",
+            [previous.chain, seq, created, previous.school_id, previous.hash, digest],
+        )
+
+    def test_an_inserted_event_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        for event in reversed(events[2:]):  # make room at position 3
+            _raw("UPDATE audit_auditevent SET seq = %s WHERE id = %s", [event.seq + 1, event.pk])
+        self._forge_after(events[1], 3)
+        self._expect(school_a, Problem.INSERTED, 3)
+
+    def test_an_event_inserted_at_the_end_is_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        self._forge_after(events[-1], len(events) + 1)
+        self._expect(school_a, Problem.INSERTED, len(events) + 1)
+
+    def test_events_out_of_order_are_found(self, school_a: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _raw("UPDATE audit_auditevent SET seq = %s WHERE id = %s", [1000, events[2].pk])
+        _raw("UPDATE audit_auditevent SET seq = %s WHERE id = %s", [3, events[3].pk])
+        _raw("UPDATE audit_auditevent SET seq = %s WHERE id = %s", [4, events[2].pk])
+        self._expect(school_a, Problem.OUT_OF_ORDER, 3, events[3].pk)
+
+    def test_other_schools_are_unaffected(self, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+        events = self._chain(school_a)
+        _append(school_b.school.pk, 3)
+        _raw("DELETE FROM audit_auditevent WHERE id = %s", [events[0].pk])
+        assert _verify("--school", str(school_b.school.pk))[0] == 0
+        code, out, err = _verify()
+        assert code == 1
+        assert f"school:{school_b.school.pk}: intact" in out
+        assert f"TAMPERED school:{school_a.school.pk}" in err
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_never_fork_the_chain() -> None:
+    with scopes_disabled():
+        school = School.objects.create(name="Concurrent School")
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(20):
+                with transaction.atomic():
+                    record("test.concurrent", school_id=school.pk)
+        except BaseException as exc:  # collected and re-raised in the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    report = verify_chain(chain_for_school(school.pk))
+    assert report.intact, report.finding
+    assert report.events == 80
