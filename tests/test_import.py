@@ -1,0 +1,454 @@
+"""The OneRoster import: real-world files, validation before writing, idempotence, updates, deltas."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db.models import Model
+from django.test import Client
+from django_scopes import scopes_disabled
+
+from audit.models import AuditEvent
+from audit.services import verify_chain
+from classes.models import (
+    AcademicSession,
+    Cohort,
+    CohortMembership,
+    Enrollment,
+    Organisation,
+    School,
+    SchoolClass,
+    StaffRole,
+    User,
+)
+from classes.roster_import import InvalidBundle, import_bundle
+
+pytestmark = pytest.mark.django_db
+
+MANIFEST = """propertyName,value
+manifest.version,1.0
+oneroster.version,1.1
+file.academicSessions,{academicSessions}
+file.categories,absent
+file.classes,{classes}
+file.classResources,absent
+file.courses,{courses}
+file.demographics,{demographics}
+file.enrollments,{enrollments}
+file.lineItems,absent
+file.orgs,{orgs}
+file.resources,absent
+file.results,absent
+file.users,{users}
+source.systemName,Test SIS
+"""
+
+# What a real export looks like: extension columns, quoted commas, several ids in one
+# field, a district above two schools, a department, disabled users, aides,
+# administrators, a parent, and a teacher who works in two schools.
+FILES = {
+    "orgs": """sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId,metadata.region
+d1,,,Valley Trust,district,VT,,north
+s1,,,"Hill School, Upper",school,HS,d1,north
+s2,,,Dale School,school,DS,d1,north
+dep1,,,Hill Science Department,department,,s1,
+""",
+    "academicSessions": """sourcedId,status,dateLastModified,title,type,startDate,endDate,parentSourcedId,schoolYear
+y2027,,,2026-2027,schoolYear,2026-09-01,2027-07-31,,2027
+t1,,,Autumn 2026,term,2026-09-01,2027-01-31,y2027,2027
+t2,,,Spring 2027,term,2027-02-01,2027-07-31,y2027,2027
+""",
+    "courses": """sourcedId,status,dateLastModified,schoolYearSourcedId,title,courseCode,grades,orgSourcedId,subjects,subjectCodes
+c1,,,y2027,English,ENG,12,d1,English,
+c2,,,y2027,"Maths, Further",MATF,11,s2,Maths,
+""",
+    "classes": """sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods
+cl1,,,"English, Year 12",12,c1,ENG12,scheduled,Room 1,s1,"t1,t2",English,,"1,2"
+cl2,,,Chemistry 11,11,c1,CHE11,scheduled,Lab,dep1,t1,Science,,
+cl3,,,Further Maths,11,c2,MATF11,scheduled,,s2,t2,Maths,,
+""",
+    "users": """sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password,metadata.cohort,metadata.house
+u1,,,true,s1,student,amy.hill,,Amy,Hill,,1001,amy@example.org,,,,12,,,Red
+u2,,,true,s1,student,ben.hill,,Ben,"O'Hill, Jr",,1002,,,,,11,,2029,Blue
+u3,,,false,s1,student,cat.hill,,Cat,Hill,,1003,,,,,10,,,Red
+t1,,,TRUE,"s1,d1",teacher,ms.teach,,Tess,Teach,,,tess@example.org,,,,,,,
+a1,,,true,s1,aide,mr.aide,,Al,Aide,,,,,,,,,,
+ad1,,,true,d1,administrator,district.admin,,Dee,Strict,,,,,,,,,,
+p1,,,true,s1,parent,amy.parent,,Pat,Hill,,,,,,u1,,,,
+u4,,,true,s2,student,dan.dale,,Dan,Dale,,2001,,,,,09,,,
+t2,,,true,"s2,s1",teacher,mr.both,,Bo,Both,,,,,,,,,,
+""",
+    "enrollments": """sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,beginDate,endDate
+e1,,,cl1,s1,u1,student,false,,
+e2,,,cl1,s1,t1,teacher,true,,
+e3,,,cl1,s1,a1,aide,false,,
+e4,,,cl2,dep1,u2,student,false,2026-09-01,2027-07-31
+e5,,,cl3,s2,u4,student,false,,
+e6,,,cl3,s2,t2,teacher,true,,
+e7,,,cl1,s1,u3,student,false,2026-09-01,
+e8,,,cl1,s1,p1,student,false,,
+""",
+    "demographics": """sourcedId,status,dateLastModified,birthDate,sex
+u1,,,2009-03-04,female
+u4,,,,male
+""",
+}
+
+BULK = dict.fromkeys(FILES, "bulk")
+
+
+def write(folder: Path, files: dict[str, str] | None = None, modes: dict[str, str] | None = None) -> Path:
+    """Write a bundle the way SIS exports often are: UTF-8 with a byte-order mark and CRLF line ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {f"{name}.csv": text for name, text in (files or FILES).items()}
+    contents["manifest.csv"] = MANIFEST.format(**{**BULK, **(modes or {})})
+    for name, text in contents.items():
+        (folder / name).write_bytes(("\ufeff" + text.replace("\n", "\r\n")).encode())
+    return folder
+
+
+def changed(files: dict[str, str], name: str, old: str, new: str) -> dict[str, str]:
+    assert old in files[name], f"{old!r} not in {name}"
+    return {**files, name: files[name].replace(old, new)}
+
+
+def run(path: Path, *args: str) -> tuple[int, str, str]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("import_oneroster", str(path), *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+MODELS: list[type[Model]] = [
+    Organisation,
+    School,
+    AcademicSession,
+    Cohort,
+    CohortMembership,
+    SchoolClass,
+    User,
+    Enrollment,
+    StaffRole,
+    AuditEvent,
+]
+
+
+def snapshot() -> dict[str, list[dict[str, Any]]]:
+    """Every row of every roster table and the audit log, to compare before and after."""
+    with scopes_disabled():
+        return {
+            model.__name__: list(model._base_manager.order_by("pk").values())  # type: ignore[attr-defined]
+            for model in MODELS
+        }
+
+
+class TestFirstImport:
+    def test_a_real_world_bundle(self, tmp_path: Path) -> None:
+        code, out, err = run(write(tmp_path / "b"), "--json")
+        assert code == 0, err
+        counts = json.loads(out)
+        assert counts["schools"] == {"created": 2, "updated": 0, "deactivated": 0, "unchanged": 0}
+        assert counts["sessions"]["created"] == 5  # a school gets the sessions its classes use, and their year
+        assert counts["classes"]["created"] == 3
+        assert counts["users"]["created"] == 7  # not the parent, not the district-only administrator
+        assert counts["enrollments"]["created"] == 7  # not the parent's
+        assert counts["cohorts"]["created"] == 3
+        assert any("names no school" in w for w in counts["warnings"])
+        assert any("several schools" in w for w in counts["warnings"])
+        with scopes_disabled():
+            hill = School.objects.get(sourced_id="s1")
+            dale = School.objects.get(sourced_id="s2")
+            assert hill.name == "Hill School, Upper"
+            assert hill.organisation is not None and hill.organisation.name == "Valley Trust"
+            english = SchoolClass.objects.get(sourced_id="cl1")
+            assert english.title == "English, Year 12"
+            assert english.course_title == "English"
+            assert sorted(english.terms.values_list("sourced_id", flat=True)) == ["t1", "t2"]
+            assert SchoolClass.objects.get(sourced_id="cl2").school == hill  # a department's class is its school's
+            assert SchoolClass.objects.get(sourced_id="cl3").course_title == "Maths, Further"
+            amy = User.objects.get(sourced_id="u1")
+            assert (amy.username, amy.given_name, amy.family_name, amy.school) == ("amy.hill", "Amy", "Hill", hill)
+            assert str(amy.birth_date) == "2009-03-04"
+            assert User.objects.get(sourced_id="u2").family_name == "O'Hill, Jr"
+            assert User.objects.get(sourced_id="u3").enabled is False
+            assert User.objects.get(sourced_id="a1").role == User.Role.AIDE
+            assert User.objects.get(sourced_id="t2").school == dale
+            assert not User.objects.filter(sourced_id__in=["p1", "ad1"]).exists()
+            assert not amy.has_usable_password()
+            assert Enrollment.objects.get(sourced_id="e3").role == Enrollment.Role.AIDE
+            assert Enrollment.objects.get(sourced_id="e2").primary is True
+            assert str(Enrollment.objects.get(sourced_id="e4").end_date) == "2027-07-31"
+            assert set(StaffRole.objects.filter(role="teacher").values_list("user__sourced_id", flat=True)) == {"t1", "t2"}
+
+    def test_cohorts_come_from_the_grade_or_the_roster(self, tmp_path: Path) -> None:
+        assert run(write(tmp_path / "b"))[0] == 0
+        with scopes_disabled():
+
+            def cohort_of(sourced_id: str) -> int:
+                return CohortMembership.objects.get(user__sourced_id=sourced_id, end_date__isnull=True).cohort.graduation_year
+
+            assert cohort_of("u1") == 2027  # grade 12 in the year ending 2027, final grade 12
+            assert cohort_of("u2") == 2029  # metadata.cohort wins over grade 11
+            assert cohort_of("u3") == 2029  # grade 10
+            assert cohort_of("u4") == 2030  # grade 09 at the other school
+            assert Cohort.objects.get(school__sourced_id="s1", graduation_year=2027).name == "Class of 2027"
+
+    def test_a_zip_reads_like_a_folder(self, tmp_path: Path) -> None:
+        folder = write(tmp_path / "b")
+        archive = tmp_path / "bundle.zip"
+        with zipfile.ZipFile(archive, "w") as handle:
+            for file in folder.iterdir():
+                handle.write(file, f"export-2026/{file.name}")  # exporters often nest a folder
+        code, out, err = run(archive, "--json")
+        assert code == 0, err
+        assert json.loads(out)["enrollments"]["created"] == 7
+
+    def test_the_import_is_audited(self, tmp_path: Path) -> None:
+        operator = User.objects.create_superuser("op", password="pw")
+        assert run(write(tmp_path / "b"), "--actor", "op")[0] == 0
+        with scopes_disabled():
+            hill = School.objects.get(sourced_id="s1")
+            events = AuditEvent.objects.filter(school=hill)
+            actions = list(events.values_list("action", flat=True))
+            assert actions.count("enrollment.created") == 5
+            assert actions.count("staff_role.granted") == 1
+            assert actions.count("person.added") == 5
+            imported = events.get(action="roster.imported")
+            assert imported.actor == operator
+            assert imported.payload["counts"]["enrollments"]["created"] == 5
+            created = events.filter(action="enrollment.created", target_id=str(Enrollment.objects.get(sourced_id="e1").pk))
+            assert created.get().payload["user"] == "amy.hill"
+            assert verify_chain(f"school:{hill.pk}").intact
+
+    def test_the_readable_summary(self, tmp_path: Path) -> None:
+        code, out, err = run(write(tmp_path / "b"))
+        assert code == 0
+        assert "enrollments" in out and "created" in out
+        assert "warning: users.csv:" in err
+
+
+class TestIdempotence:
+    def test_the_same_bundle_twice_changes_nothing(self, tmp_path: Path) -> None:
+        folder = write(tmp_path / "b")
+        assert run(folder)[0] == 0
+        before = snapshot()
+        code, out, _ = run(folder, "--json")
+        assert code == 0
+        counts = json.loads(out)
+        for entity in ("schools", "sessions", "cohorts", "classes", "users", "enrollments"):
+            assert counts[entity]["created"] == counts[entity]["updated"] == counts[entity]["deactivated"] == 0, entity
+        assert counts["enrollments"]["unchanged"] == 7
+        assert counts["users"]["unchanged"] == 7
+        after = snapshot()
+        new_events = after.pop("AuditEvent")[len(before.pop("AuditEvent")) :]
+        assert after == before
+        assert {e["action"] for e in new_events} == {"roster.imported"}  # the import itself is on the record
+
+
+class TestLaterBundles:
+    def test_a_later_bulk_bundle_updates_and_deactivates(self, tmp_path: Path) -> None:
+        assert run(write(tmp_path / "one"))[0] == 0
+        files = changed(FILES, "users", "u1,,,true,s1,student,amy.hill,,Amy,Hill,,1001,amy@example.org,,,,12,,,Red\n", "")
+        files = changed(files, "enrollments", "e1,,,cl1,s1,u1,student,false,,\n", "")
+        files = changed(files, "demographics", "u1,,,2009-03-04,female\n", "")
+        files = changed(files, "classes", "cl3,,,Further Maths,", "cl3,,,Further Mathematics,")
+        files = changed(files, "classes", "cl2,,,Chemistry 11,11,c1,CHE11,scheduled,Lab,dep1,t1,Science,,\n", "")
+        files = changed(files, "enrollments", "e4,,,cl2,dep1,u2,student,false,2026-09-01,2027-07-31\n", "")
+        files = changed(files, "enrollments", "e3,,,cl1,s1,a1,aide,false", "e3,,,cl1,s1,a1,teacher,false")
+        files = changed(files, "users", "u3,,,false,s1", "u3,,,true,s1")
+        code, out, err = run(write(tmp_path / "two", files), "--json")
+        assert code == 0, err
+        counts = json.loads(out)
+        assert counts["users"]["deactivated"] == 1
+        assert counts["users"]["updated"] == 1  # u3 enabled again
+        assert counts["classes"] == {"created": 0, "updated": 1, "deactivated": 1, "unchanged": 1}
+        assert counts["enrollments"]["deactivated"] == 2
+        assert counts["enrollments"]["updated"] == 1
+        with scopes_disabled():
+            amy = User.objects.get(sourced_id="u1")  # never deleted
+            assert amy.enabled is False
+            assert User.objects.get(sourced_id="u3").enabled is True
+            ended = Enrollment.objects.get(sourced_id="e1")
+            assert ended.active is False and ended.end_date is not None
+            assert Enrollment.objects.get(sourced_id="e3").role == Enrollment.Role.TEACHER
+            assert SchoolClass.objects.get(sourced_id="cl2").status == SchoolClass.Status.ARCHIVED
+            assert SchoolClass.objects.get(sourced_id="cl3").title == "Further Mathematics"
+            actions = set(AuditEvent.objects.values_list("action", flat=True))
+            assert {"enrollment.ended", "enrollment.updated", "person.disabled", "class.archived"} <= actions
+
+    def test_a_bundle_of_one_school_leaves_other_schools_alone(self, tmp_path: Path, school_a: Any) -> None:
+        assert run(write(tmp_path / "b"))[0] == 0
+        with scopes_disabled():
+            assert User.objects.get(pk=school_a.student.pk).enabled is True
+            assert Enrollment.objects.filter(school=school_a.school, active=True).count() == 5
+            assert SchoolClass.objects.filter(school=school_a.school, status="active").count() == 2
+
+    def test_a_delta_bundle_changes_only_what_it_lists(self, tmp_path: Path) -> None:
+        assert run(write(tmp_path / "one"))[0] == 0
+        delta = {
+            "users": FILES["users"].splitlines()[0]
+            + "\nu2,tobedeleted,2026-11-01T00:00:00Z,,,,,,,,,,,,,,,,,\n"
+            + "u5,active,2026-11-01T00:00:00Z,true,s1,student,eve.hill,,Eve,Hill,,1005,,,,,12,,,\n",
+            "enrollments": FILES["enrollments"].splitlines()[0]
+            + "\ne4,tobedeleted,2026-11-01T00:00:00Z,,,,,,,\n"
+            + "e9,active,2026-11-01T00:00:00Z,cl1,s1,u5,student,false,,\n",
+        }
+        modes = {name: "absent" for name in FILES} | {"users": "delta", "enrollments": "delta"}
+        code, out, err = run(write(tmp_path / "delta", delta, modes), "--json")
+        assert code == 0, err
+        counts = json.loads(out)
+        assert counts["users"] == {"created": 1, "updated": 0, "deactivated": 1, "unchanged": 0}
+        assert counts["enrollments"] == {"created": 1, "updated": 0, "deactivated": 1, "unchanged": 0}
+        with scopes_disabled():
+            assert User.objects.get(sourced_id="u1").enabled is True  # absent from a delta: untouched
+            assert User.objects.get(sourced_id="u2").enabled is False
+            assert Enrollment.objects.get(sourced_id="e4").active is False
+            assert Enrollment.objects.get(sourced_id="e9").user.username == "eve.hill"
+            assert Enrollment.objects.filter(active=True).count() == 7
+
+
+class TestInvalidBundles:
+    @pytest.mark.parametrize(
+        ("files", "expected"),
+        [
+            (
+                changed(FILES, "users", "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,", "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,login,"),
+                "users.csv:1: username: required column is missing",
+            ),
+            (
+                changed(FILES, "academicSessions", "t1,,,Autumn 2026,term,2026-09-01", "t1,,,Autumn 2026,term,2026-13-01"),
+                "academicSessions.csv:3: startDate: '2026-13-01' is not a date (YYYY-MM-DD)",
+            ),
+            (
+                changed(FILES, "enrollments", "e5,,,cl3,s2,u4,", "e5,,,cl3,s2,ghost,"),
+                "enrollments.csv:6: userSourcedId: refers to users 'ghost', which is not in the bundle",
+            ),
+            (
+                changed(FILES, "users", "u4,,,true,s2,student,dan.dale", "u1,,,true,s2,student,dan.dale"),
+                "users.csv:9: sourcedId: duplicate sourcedId 'u1' (first on line 2)",
+            ),
+            (
+                changed(FILES, "users", "u4,,,true,s2,student,dan.dale", "u4,,,maybe,s2,student,dan.dale"),
+                "users.csv:9: enabledUser: must be true or false, not 'maybe'",
+            ),
+            (
+                changed(FILES, "classes", "cl3,,,Further Maths,11,c2,MATF11,scheduled,,s2,t2", "cl3,,,Further Maths,11,c2,MATF11,scheduled,,d1,t2"),
+                "classes.csv:4: schoolSourcedId: refers to org 'd1', which is a district, not a school",
+            ),
+            (
+                changed(FILES, "users", "2029,Blue", "soon,Blue"),
+                "users.csv:3: metadata.cohort: 'soon' is not a graduation year such as 2027",
+            ),
+        ],
+        ids=["missing-column", "bad-date", "unknown-reference", "duplicate-id", "bad-boolean", "class-in-district", "bad-cohort"],
+    )  # fmt: skip
+    def test_a_problem_is_reported_and_nothing_is_written(
+        self, tmp_path: Path, files: dict[str, str], expected: str
+    ) -> None:
+        before = snapshot()
+        code, _, err = run(write(tmp_path / "b", files))
+        assert code == 2
+        assert expected in err.splitlines()
+        assert "nothing was imported" in err
+        assert snapshot() == before
+
+    def test_every_problem_is_listed_at_once(self, tmp_path: Path) -> None:
+        files = changed(FILES, "enrollments", "e5,,,cl3,s2,u4,", "e5,,,cl3,s2,ghost,")
+        files = changed(files, "academicSessions", "2027-01-31,y2027", "31/01/2027,y2027")
+        files = changed(files, "users", "u4,,,true,s2,student,dan.dale", "u1,,,true,s2,student,dan.dale")
+        code, out, err = run(write(tmp_path / "b", files), "--json")
+        assert code == 2
+        lines = [line for line in err.splitlines() if not line.startswith("error:")]
+        assert len(lines) == 4  # the duplicate also leaves u4's demographics row pointing nowhere
+        assert any(line.startswith("demographics.csv:3: sourcedId: refers to users 'u4'") for line in lines)
+        assert json.loads(out)["problems"][0]["file"] == "academicSessions.csv"
+
+    def test_an_existing_import_is_untouched_by_an_invalid_one(self, tmp_path: Path) -> None:
+        assert run(write(tmp_path / "one"))[0] == 0
+        before = snapshot()
+        files = changed(FILES, "enrollments", "e1,,,cl1,s1,u1,", "e1,,,cl1,s1,nobody,")
+        files = changed(files, "users", "u4,,,true,s2,student,dan.dale,,Dan,Dale,,2001,,,,,09,,,\n", "")
+        assert run(write(tmp_path / "two", files))[0] == 2
+        assert snapshot() == before
+
+    def test_a_username_cannot_take_over_another_account(self, tmp_path: Path, school_a: Any) -> None:
+        files = changed(FILES, "users", ",amy.hill,", f",{school_a.teacher.username},")
+        code, _, err = run(write(tmp_path / "b", files))
+        assert code == 2
+        assert f"users.csv:2: username: '{school_a.teacher.username}' is already the username of another account" in err
+
+    def test_not_a_bundle(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").mkdir()
+        code, _, err = run(tmp_path / "empty")
+        assert code == 2
+        assert "manifest.csv is missing" in err
+        code, _, err = run(tmp_path / "nothing-here")
+        assert code == 2
+        assert "not a folder or a .zip file" in err
+
+    def test_a_school_admin_imports_only_their_school(self, tmp_path: Path) -> None:
+        assert run(write(tmp_path / "one"))[0] == 0
+        with scopes_disabled():
+            hill = School.objects.get(sourced_id="s1")
+        with pytest.raises(InvalidBundle) as caught:
+            import_bundle(write(tmp_path / "two"), school_only=hill)
+        assert [str(p) for p in caught.value.problems] == [
+            "orgs.csv:4: sourcedId: 's2' is not your school; ask a platform operator"
+        ]
+
+
+class TestAdminUpload:
+    def _zip(self, tmp_path: Path, files: dict[str, str] | None = None) -> Path:
+        folder = write(tmp_path / "b", files)
+        archive = tmp_path / "bundle.zip"
+        with zipfile.ZipFile(archive, "w") as handle:
+            for file in folder.iterdir():
+                handle.write(file, file.name)
+        return archive
+
+    def test_an_operator_uploads_a_bundle(self, client: Client, tmp_path: Path) -> None:
+        User.objects.create_superuser("op", password="pw")
+        client.login(username="op", password="pw")
+        with self._zip(tmp_path).open("rb") as upload:
+            response = client.post("/admin/import-roster/", {"bundle": upload})
+        assert response.status_code == 200
+        assert response.context["result"]["enrollments"]["created"] == 7
+        with scopes_disabled():
+            assert AuditEvent.objects.get(action="roster.imported", school__sourced_id="s1").actor_label == "op"
+
+    def test_an_invalid_upload_lists_its_problems(self, client: Client, tmp_path: Path) -> None:
+        User.objects.create_superuser("op", password="pw")
+        client.login(username="op", password="pw")
+        files = changed(FILES, "enrollments", "e5,,,cl3,s2,u4,", "e5,,,cl3,s2,ghost,")
+        with self._zip(tmp_path, files).open("rb") as upload:
+            response = client.post("/admin/import-roster/", {"bundle": upload})
+        assert response.status_code == 200
+        assert response.context["problems"] == [
+            "enrollments.csv:6: userSourcedId: refers to users 'ghost', which is not in the bundle"
+        ]
+        assert b"was not imported" in response.content
+        with scopes_disabled():
+            assert not School.objects.exists()
+
+    def test_a_school_admin_cannot_import_another_school(self, client: Client, tmp_path: Path, school_a: Any) -> None:
+        client.login(username=school_a.admin.username, password="pw")
+        with self._zip(tmp_path).open("rb") as upload:
+            response = client.post("/admin/import-roster/", {"bundle": upload})
+        assert response.status_code == 200
+        assert any("is not your school" in p for p in response.context["problems"])
+        with scopes_disabled():
+            assert not School.objects.filter(sourced_id="s1").exists()
+
+    def test_people_without_a_provisioning_role_cannot_reach_it(self, client: Client, school_a: Any) -> None:
+        client.login(username=school_a.teacher.username, password="pw")
+        response = client.get("/admin/import-roster/")
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]
