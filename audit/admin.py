@@ -38,14 +38,17 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def _record_reading(self, request: HttpRequest, payload: dict[str, Any]) -> None:
+        if self.has_view_permission(request):
+            with transaction.atomic():
+                record("audit.viewed", school_id=None, actor=request.user, payload=payload)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        with transaction.atomic():
-            record("audit.viewed", school_id=None, actor=request.user, payload={"query": request.GET.urlencode()})
+        self._record_reading(request, {"query": request.GET.urlencode()})
         return super().changelist_view(request, extra_context)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        with transaction.atomic():
-            record("audit.viewed", school_id=None, actor=request.user, payload={"event": object_id})
+        self._record_reading(request, {"event": object_id})
         return super().change_view(request, object_id, form_url, extra_context)

@@ -15,7 +15,7 @@ about.
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from django.conf import settings
 from django.db import models
@@ -37,10 +37,10 @@ def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
-    update = _refuse  # type: ignore[assignment]
-    delete = _refuse  # type: ignore[assignment]
-    bulk_update = _refuse  # type: ignore[assignment]
-    update_or_create = _refuse  # type: ignore[assignment]
+    update = _refuse
+    delete = _refuse
+    bulk_update = _refuse
+    update_or_create = _refuse
 
 
 _AuditEventManager = models.Manager.from_queryset(AuditEventQuerySet)
@@ -78,8 +78,8 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, db_index=True)
 
-    objects = ScopedManager(_manager_class=_AuditEventManager, school="school")
-    all_chains = _AuditEventManager()
+    objects: ClassVar[models.Manager[AuditEvent]] = ScopedManager(_manager_class=_AuditEventManager, school="school")
+    all_chains: ClassVar[models.Manager[AuditEvent]] = _AuditEventManager()
 
     class Meta:
         ordering = ["chain", "seq"]

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS_HASH, clean_payload, event_hash
 from audit.models import AuditChainHead, AuditEvent, chain_for_school
+from commonroom.db import insert_rows
 
 
 class NotInTransactionError(RuntimeError):
@@ -52,6 +53,24 @@ class Entry:
         )
 
 
+_FIELDS = (
+    "id",
+    "chain",
+    "seq",
+    "created",
+    "school_id",
+    "actor_id",
+    "actor_label",
+    "action",
+    "target_type",
+    "target_id",
+    "target_label",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+
+
 def _lock_head(chain: str) -> AuditChainHead:
     head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
     if head is None:
@@ -70,8 +89,13 @@ def record_many(
     school_id: int | None,
     actor: Any = None,
     at: datetime | None = None,
+    fetch: bool = True,
 ) -> list[AuditEvent]:
-    """Append `entries`, in order, to the chain of `school_id` (None: the platform's)."""
+    """Append `entries`, in order, to the chain of `school_id` (None: the platform's).
+
+    Returns the new events as stored, unless `fetch` is off (for large batches
+    whose caller does not need them).
+    """
     if not connection.in_atomic_block:
         raise NotInTransactionError("audit events must be recorded inside the transaction of the action they record")
     if not entries:
@@ -81,8 +105,9 @@ def record_many(
     actor_id = getattr(actor, "pk", None)
     actor_label = (getattr(actor, "username", "") or "")[:150] if actor_id is not None else ""
     head = _lock_head(chain)
+    first_seq = head.seq + 1
     seq, prev = head.seq, head.hash or GENESIS_HASH
-    events = []
+    rows = []
     for entry in entries:
         target_type, target_id, target_label = entry.target_type, entry.target_id, entry.target_label
         payload = clean_payload(entry.payload)
@@ -100,27 +125,14 @@ def record_many(
             prev_hash=prev,
         )
         seq += 1
-        events.append(
-            AuditEvent(
-                chain=chain,
-                seq=seq,
-                created=created,
-                school_id=school_id,
-                actor_id=actor_id,
-                actor_label=actor_label,
-                action=entry.action,
-                target_type=target_type,
-                target_id=target_id,
-                target_label=target_label,
-                payload=payload,
-                prev_hash=prev,
-                hash=digest,
-            )
-        )
+        row = (chain, seq, created, school_id, actor_id, actor_label, entry.action, target_type, target_id)
+        rows.append((*row, target_label, payload, prev, digest))
         prev = digest
-    AuditEvent.all_chains.bulk_create(events, batch_size=2000)
+    insert_rows(AuditEvent, _FIELDS[1:], rows)
     AuditChainHead.objects.filter(chain=chain).update(seq=seq, hash=prev)
-    return events
+    if not fetch:
+        return []
+    return list(AuditEvent.all_chains.filter(chain=chain, seq__gte=first_seq).order_by("seq"))
 
 
 def record(
@@ -168,23 +180,6 @@ class ChainReport:
         return self.finding is None
 
 
-_FIELDS = (
-    "id",
-    "seq",
-    "created",
-    "school_id",
-    "actor_id",
-    "actor_label",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "payload",
-    "prev_hash",
-    "hash",
-)
-
-
 def _rows(chain: str) -> Iterator[tuple[Any, ...]]:
     return AuditEvent.all_chains.filter(chain=chain).order_by("seq").values_list(*_FIELDS).iterator(chunk_size=5000)
 
@@ -220,7 +215,7 @@ def verify_chain(chain: str) -> ChainReport:
     prev = GENESIS_HASH
     count = 0
     for row in _rows(chain):
-        (event_id, seq, created, school_id, actor_id, actor_label, action,
+        (event_id, _chain, seq, created, school_id, actor_id, actor_label, action,
          target_type, target_id, target_label, payload, prev_hash, stored_hash) = row  # fmt: skip
         count += 1
         if seq != expected_seq:

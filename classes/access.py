@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django_scopes import scope
+from django_scopes import scope, scopes_disabled
 
 from classes.models import School, StaffRole, User
 
@@ -21,11 +21,12 @@ def active_roles(user: Any) -> set[str]:
     """The staff roles `user` holds in their own school."""
     if not getattr(user, "is_authenticated", False) or not user.is_active or user.school_id is None:
         return set()
-    return set(
-        StaffRole.objects.with_scopes_disabled()
-        .filter(school_id=user.school_id, user_id=user.pk, active=True)
-        .values_list("role", flat=True)
-    )
+    with scopes_disabled():
+        return set(
+            StaffRole.objects.filter(school_id=user.school_id, user_id=user.pk, active=True).values_list(
+                "role", flat=True
+            )
+        )
 
 
 def is_platform_operator(user: Any) -> bool:
@@ -38,7 +39,8 @@ def administered_school(user: Any) -> School | None:
     """The school `user` provisions as its school admin, if any."""
     if StaffRole.Role.SCHOOL_ADMIN not in active_roles(user):
         return None
-    return School.objects.with_scopes_disabled().filter(pk=user.school_id, active=True).first()
+    with scopes_disabled():
+        return School.objects.filter(pk=user.school_id, active=True).first()
 
 
 def may_provision(user: Any, school: School | None = None) -> bool:

@@ -259,7 +259,7 @@ class StaffRoleAdmin(ProvisioningAdmin):
 
 
 @admin.register(User, site=admin_site)
-class PersonAdmin(DjangoUserAdmin):
+class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works with any AbstractBaseUser
     list_display = ("username", "given_name", "family_name", "role", "school", "enabled")
     list_filter = ("role", "enabled")
     search_fields = ("username", "given_name", "family_name", "email", "sourced_id")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zoneinfo
 from datetime import date
+from typing import ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, PermissionsMixin, UserManager
 from django.contrib.auth.validators import UnicodeUsernameValidator
@@ -68,7 +69,7 @@ class School(models.Model):
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(school="pk")
+    objects: ClassVar[models.Manager[School]] = ScopedManager(school="pk")
 
     class Meta:
         ordering = ["name"]
@@ -109,7 +110,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "username"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
         ordering = ["family_name", "given_name", "username"]
@@ -158,7 +159,7 @@ class AcademicSession(models.Model):
         default=False, help_text="The year has been closed (cohort graduated, classes archived)."
     )
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[AcademicSession]] = ScopedManager(school="school")
 
     class Meta:
         ordering = ["start_date", "title"]
@@ -184,7 +185,7 @@ class Cohort(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     graduated_on = models.DateField(null=True, blank=True)
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[Cohort]] = ScopedManager(school="school")
 
     class Meta:
         ordering = ["graduation_year"]
@@ -209,7 +210,7 @@ class CohortMembership(models.Model):
     begin_date = models.DateField(default=date.today)
     end_date = models.DateField(null=True, blank=True)
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[CohortMembership]] = ScopedManager(school="school")
 
     class Meta:
         constraints = [
@@ -239,7 +240,7 @@ class SchoolClass(models.Model):
     terms = models.ManyToManyField(AcademicSession, blank=True, related_name="classes")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[SchoolClass]] = ScopedManager(school="school")
 
     class Meta:
         verbose_name = "class"
@@ -268,7 +269,7 @@ class Enrollment(models.Model):
     end_date = models.DateField(null=True, blank=True)
     active = models.BooleanField(default=True, help_text="Ended enrollments are kept, never deleted.")
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[Enrollment]] = ScopedManager(school="school")
 
     class Meta:
         indexes = [
@@ -309,7 +310,7 @@ class StaffRole(models.Model):
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.MANUAL)
     active = models.BooleanField(default=True)
 
-    objects = ScopedManager(school="school")
+    objects: ClassVar[models.Manager[StaffRole]] = ScopedManager(school="school")
 
     class Meta:
         constraints = [

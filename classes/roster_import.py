@@ -53,6 +53,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
+from commonroom.db import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -357,20 +358,20 @@ class _Importer:
                 self.count("sessions", "unchanged", school_id)
         AcademicSession.objects.bulk_create(created, batch_size=BATCH)
         if self.bundle.mode("academicSessions") == "bulk":
-            for key, session in existing.items():
-                if key not in wanted and session.active:
+            for existing_key, session in existing.items():
+                if existing_key not in wanted and session.active:
                     session.active = False
                     session.save(update_fields=["active"])
                     self.count("sessions", "deactivated", session.school_id)
         self.sessions = {
-            (s.school_id, s.sourced_id): s
+            (s.school_id, s.sourced_id or ""): s
             for s in AcademicSession.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
         }
-        for (school_id, sid), session in self.sessions.items():
-            parent_sid = rows[sid]["parentSourcedId"].strip() if sid in rows else ""
+        for (school_id, session_sid), session in self.sessions.items():
+            parent_sid = rows[session_sid]["parentSourcedId"].strip() if session_sid in rows else ""
             parent = self.sessions.get((school_id, parent_sid))
             parent_id = parent.pk if parent else None
-            if sid in rows and session.parent_id != parent_id:
+            if session_sid in rows and session.parent_id != parent_id:
                 AcademicSession.objects.filter(pk=session.pk).update(parent_id=parent_id)
 
     def import_classes(self) -> None:
@@ -438,7 +439,7 @@ class _Importer:
                 self.count("classes", "unchanged", school.pk)
             self.classes[sid] = klass
         SchoolClass.objects.bulk_create([klass for klass, _ in to_create], batch_size=BATCH)
-        links = []
+        links: list[Any] = []
         for klass, terms in to_create:
             self.classes[klass.sourced_id or ""] = klass
             self.count("classes", "created", klass.school_id)
@@ -552,7 +553,7 @@ class _Importer:
                     self.count("users", "unchanged", user.school_id or 0)
                     continue
                 self._disable(user, "not in the roster", to_update, update_fields)
-        User.objects.bulk_create(to_create, batch_size=BATCH)
+        self._create_users(to_create)
         for user in to_create:
             self.count("users", "created", user.school_id or 0)
             self.audit(
@@ -567,6 +568,24 @@ class _Importer:
         if to_update:
             User.objects.bulk_update(list(to_update.values()), sorted(update_fields), batch_size=BATCH)
         self.sync_roster_roles()
+
+    def _create_users(self, users: list[User]) -> None:
+        """Insert new people in one COPY and give the objects their ids."""
+        if not users:
+            return
+        fields = [
+            "password", "is_superuser", "username", "email", "sourced_id", "school_id", "role", "given_name",
+            "family_name", "birth_date", "grade", "enabled", "is_staff", "date_joined",
+        ]  # fmt: skip
+        joined = timezone.now()
+        for user in users:
+            user.date_joined = joined
+        insert_rows(User, fields, ([getattr(user, name) for name in fields] for user in users))
+        by_sid = {user.sourced_id: user for user in users}
+        created = User.objects.filter(sourced_id__in=list(by_sid)).values_list("sourced_id", "pk")
+        for sourced_id, pk in created.iterator(chunk_size=BATCH):
+            by_sid[sourced_id].pk = pk
+            by_sid[sourced_id]._state.adding = False
 
     def _disable(self, user: User, reason: str, to_update: dict[int, User], update_fields: set[str]) -> None:
         user.enabled = False
@@ -607,6 +626,7 @@ class _Importer:
         new = [
             StaffRole(school_id=school_id, user_id=user_id, role=StaffRole.Role.TEACHER, source=StaffRole.Source.ROSTER)
             for school_id, user_id in sorted(teachers - set(roles))
+            if school_id is not None
         ]
         StaffRole.objects.bulk_create(new, batch_size=BATCH)
         usernames = dict(User.objects.filter(pk__in=[r.user_id for r in new]).values_list("pk", "username"))
@@ -715,48 +735,43 @@ class _Importer:
             )
         CohortMembership.objects.bulk_create(to_create, batch_size=BATCH)
 
+    ENROLLMENT_FIELDS = (
+        "school_id", "school_class_id", "user_id", "role", "primary", "begin_date", "end_date", "active",
+    )  # fmt: skip
+
     def import_enrollments(self) -> None:
         rows = self.bundle.rows.get("enrollments", {})
         if not rows and self.bundle.mode("enrollments") != "bulk":
             return
-        existing = {
-            e.sourced_id: e
-            for e in Enrollment.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False).only(
-                "pk",
-                "sourced_id",
-                "school_id",
-                "school_class_id",
-                "user_id",
-                "role",
-                "primary",
-                "begin_date",
-                "end_date",
-                "active",
-            )
+        fields = self.ENROLLMENT_FIELDS
+        # Plain tuples, not model instances: a school district has hundreds of thousands.
+        existing: dict[str, tuple[int, tuple[Any, ...]]] = {
+            sid: (pk, tuple(values))
+            for pk, sid, *values in Enrollment.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
+            .values_list("pk", "sourced_id", *fields)
+            .iterator(chunk_size=BATCH)
         }
-        missing_users = [
-            row["userSourcedId"].strip() for row in rows.values() if row["userSourcedId"].strip() not in self.users
-        ]
-        for user in User.objects.filter(sourced_id__in=missing_users):
+        wanted_users = {row["userSourcedId"].strip() for row in rows.values()} - set(self.users)
+        for user in User.objects.filter(sourced_id__in=list(wanted_users)).only(
+            "pk", "sourced_id", "school_id", "username"
+        ):
             self.users[user.sourced_id or ""] = user
-        missing_classes = [
-            row["classSourcedId"].strip() for row in rows.values() if row["classSourcedId"].strip() not in self.classes
-        ]
-        for klass in SchoolClass.objects.filter(sourced_id__in=missing_classes):
+        wanted_classes = {row["classSourcedId"].strip() for row in rows.values()} - set(self.classes)
+        for klass in SchoolClass.objects.filter(sourced_id__in=list(wanted_classes)):
             self.classes[klass.sourced_id or ""] = klass
-        to_create: list[Enrollment] = []
-        to_update: list[Enrollment] = []
-        fields: set[str] = set()
+        to_create: list[tuple[str, tuple[Any, ...]]] = []
+        to_update: dict[int, dict[str, Any]] = {}
         for sid, row in rows.items():
-            enrollment = existing.get(sid)
+            current = existing.get(sid)
             if row.deleted:
-                if enrollment is not None and enrollment.active:
-                    self._end(enrollment, "deleted in the roster", to_update, fields)
+                if current is not None and current[1][-1]:
+                    self._end(sid, current, "deleted in the roster", to_update)
                 continue
-            user = self.users.get(row["userSourcedId"].strip())
-            klass = self.classes.get(row["classSourcedId"].strip())
-            if user is None or klass is None:
+            person = self.users.get(row["userSourcedId"].strip())
+            school_class = self.classes.get(row["classSourcedId"].strip())
+            if person is None or school_class is None:
                 continue  # a parent, or a person skipped with a warning above
+            user, klass = person, school_class
             if user.school_id != klass.school_id:
                 self.warn(
                     "enrollments",
@@ -766,86 +781,107 @@ class _Importer:
                 )
                 continue
             begin, end = row["beginDate"].strip(), row["endDate"].strip()
-            values = {
-                "school_id": klass.school_id,
-                "school_class_id": klass.pk,
-                "user_id": user.pk,
-                "role": ENROLLMENT_ROLES[row["role"].strip()],
-                "primary": row["primary"].strip().lower() == "true",
-                "begin_date": parse_date(begin) if begin else None,
-                "end_date": parse_date(end) if end else None,
-                "active": True,
-            }
-            payload = {
-                "user": user.username,
-                "class": klass.title,
-                "class_id": klass.pk,
-                "role": values["role"],
-                "begin_date": values["begin_date"],
-                "end_date": values["end_date"],
-            }
-            if enrollment is None:
-                enrollment = Enrollment(sourced_id=sid, **values)
-                to_create.append(enrollment)
-                continue
-            changed = _changed(enrollment, values)
-            if not changed:
-                self.count("enrollments", "unchanged", enrollment.school_id)
-                continue
-            old = {name: getattr(enrollment, name) for name in changed}
-            for name in changed:
-                setattr(enrollment, name, values[name])
-            to_update.append(enrollment)
-            fields.update(changed)
-            action = "enrollment.reactivated" if "active" in changed else "enrollment.updated"
-            self.count("enrollments", "updated", enrollment.school_id)
-            self.audit(
-                enrollment.school_id,
-                Entry.about(action, enrollment, {**payload, "old": old}, label=f"{user.username} in {klass.title}"),
+            values = (
+                klass.school_id,
+                klass.pk,
+                user.pk,
+                ENROLLMENT_ROLES[row["role"].strip()],
+                row["primary"].strip().lower() == "true",
+                parse_date(begin) if begin else None,
+                parse_date(end) if end else None,
+                True,
             )
-        if self.bundle.mode("enrollments") == "bulk":
-            for sid, enrollment in existing.items():
-                if sid not in rows and enrollment.active:
-                    self._end(enrollment, "not in the roster", to_update, fields)
-        Enrollment.objects.bulk_create(to_create, batch_size=BATCH)
-        user_names = {u.pk: u.username for u in self.users.values()}
-        class_titles = {c.pk: c.title for c in self.classes.values()}
-        for enrollment in to_create:
-            self.count("enrollments", "created", enrollment.school_id)
-            username, title = user_names[enrollment.user_id], class_titles[enrollment.school_class_id]
+            if current is None:
+                to_create.append((sid, values))
+                continue
+            pk, old_values = current
+            if old_values == values:
+                self.count("enrollments", "unchanged", klass.school_id)
+                continue
+            changed = {name: new for name, old, new in zip(fields, old_values, values, strict=True) if old != new}
+            old = {name: old for name, old, new in zip(fields, old_values, values, strict=True) if old != new}
+            to_update[pk] = changed
+            self.count("enrollments", "updated", klass.school_id)
             self.audit(
-                enrollment.school_id,
-                Entry.about(
-                    "enrollment.created",
-                    enrollment,
-                    {
-                        "user": username,
-                        "class": title,
-                        "class_id": enrollment.school_class_id,
-                        "role": enrollment.role,
-                        "begin_date": enrollment.begin_date,
-                        "end_date": enrollment.end_date,
+                klass.school_id,
+                Entry(
+                    action="enrollment.reactivated" if "active" in changed else "enrollment.updated",
+                    target_type="classes.enrollment",
+                    target_id=str(pk),
+                    target_label=f"{user.username} in {klass.title}",
+                    payload={
+                        "user": user.username,
+                        "class": klass.title,
+                        "class_id": klass.pk,
+                        "old": old,
+                        "new": changed,
                     },
-                    label=f"{username} in {title}",
                 ),
             )
-        if to_update:
-            Enrollment.objects.bulk_update(to_update, sorted(fields), batch_size=BATCH)
+        if self.bundle.mode("enrollments") == "bulk":
+            for sid, current in existing.items():
+                if sid not in rows and current[1][-1]:
+                    self._end(sid, current, "not in the roster", to_update)
+        self._create_enrollments(to_create)
+        self._update_enrollments(to_update)
 
-    def _end(self, enrollment: Enrollment, reason: str, to_update: list[Enrollment], fields: set[str]) -> None:
-        enrollment.active = False
-        if enrollment.end_date is None or enrollment.end_date > self.today:
-            enrollment.end_date = self.today
-        to_update.append(enrollment)
-        fields.update({"active", "end_date"})
-        self.count("enrollments", "deactivated", enrollment.school_id)
+    def _create_enrollments(self, to_create: list[tuple[str, tuple[Any, ...]]]) -> None:
+        if not to_create:
+            return
+        insert_rows(Enrollment, ("sourced_id", *self.ENROLLMENT_FIELDS), ((sid, *values) for sid, values in to_create))
+        ids = dict(
+            Enrollment.objects.filter(sourced_id__in=[sid for sid, _ in to_create])
+            .values_list("sourced_id", "pk")
+            .iterator(chunk_size=BATCH)
+        )
+        user_names = {u.pk: u.username for u in self.users.values()}
+        class_titles = {c.pk: c.title for c in self.classes.values()}
+        for sid, (school_id, class_id, user_id, role, _primary, begin, end, _active) in to_create:
+            self.count("enrollments", "created", school_id)
+            username, title = user_names[user_id], class_titles[class_id]
+            self.audit(
+                school_id,
+                Entry(
+                    action="enrollment.created",
+                    target_type="classes.enrollment",
+                    target_id=str(ids[sid]),
+                    target_label=f"{username} in {title}",
+                    payload={
+                        "user": username,
+                        "class": title,
+                        "class_id": class_id,
+                        "role": role,
+                        "begin_date": begin,
+                        "end_date": end,
+                    },
+                ),
+            )
+
+    def _update_enrollments(self, to_update: dict[int, dict[str, Any]]) -> None:
+        if not to_update:
+            return
+        fields = sorted({name for changes in to_update.values() for name in changes})
+        current = Enrollment.objects.in_bulk(list(to_update))
+        for pk, changes in to_update.items():
+            for name, value in changes.items():
+                setattr(current[pk], name, value)
+        Enrollment.objects.bulk_update(list(current.values()), fields, batch_size=BATCH)
+
+    def _end(
+        self, sid: str, current: tuple[int, tuple[Any, ...]], reason: str, to_update: dict[int, dict[str, Any]]
+    ) -> None:
+        pk, (school_id, class_id, user_id, _role, _primary, _begin, end_date, _active) = current
+        end = end_date if end_date is not None and end_date <= self.today else self.today
+        to_update[pk] = {"active": False, "end_date": end}
+        self.count("enrollments", "deactivated", school_id)
         self.audit(
-            enrollment.school_id,
-            Entry.about(
-                "enrollment.ended",
-                enrollment,
-                {"reason": reason, "user_id": enrollment.user_id, "class_id": enrollment.school_class_id},
-                label=f"enrollment {enrollment.sourced_id}",
+            school_id,
+            Entry(
+                action="enrollment.ended",
+                target_type="classes.enrollment",
+                target_id=str(pk),
+                target_label=f"enrollment {sid}",
+                payload={"reason": reason, "user_id": user_id, "class_id": class_id},
             ),
         )
 
@@ -867,4 +903,4 @@ class _Importer:
                     },
                 ),
             ]
-            record_many(entries, school_id=school_id or None, actor=self.actor)
+            record_many(entries, school_id=school_id or None, actor=self.actor, fetch=False)

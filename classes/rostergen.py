@@ -270,7 +270,7 @@ def _rows(spec: RosterSpec) -> tuple[dict[str, list[dict[str, str]]], Written]:
         enrollment = 0
 
         def enroll(
-            class_id: str, user_id: str, role: str, primary: str = "false", s: int = s, school: str = school_id
+            class_id: str, user_id: str, role: str, primary: str = "false", *, s: int = s, school: str = school_id
         ) -> None:
             nonlocal enrollment
             enrollment += 1
@@ -306,8 +306,8 @@ def _rows(spec: RosterSpec) -> tuple[dict[str, list[dict[str, str]]], Written]:
                 )
                 birth_year = year - (grade + 6)
                 add("demographics", sourcedId=uid, birthDate=f"{birth_year}-{1 + i % 12:02d}-{1 + i % 28:02d}")
-                for subject in range(spec.subjects_per_student):
-                    enroll(grade_classes[subject * sections + i % sections], uid, "student")
+                for n in range(spec.subjects_per_student):
+                    enroll(grade_classes[n * sections + i % sections], uid, "student")
         written.enrollments += enrollment
     files["users"].extend(spec.extra_users)
     written.users = len(files["users"])

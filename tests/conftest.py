@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +24,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     from django.conf import settings
 
     missing = []
-    if item.get_closest_marker("postgres") and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    if (
+        item.get_closest_marker("postgres")
+        and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql"
+    ):
         missing.append("PostgreSQL (set DATABASE_URL)")
     if item.get_closest_marker("redis") and not settings.REDIS_URL:
         missing.append("Redis (set REDIS_URL)")
@@ -64,7 +67,7 @@ def audit_triggers_disabled() -> Iterator[None]:
 _original_flush = BaseDatabaseOperations.execute_sql_flush
 
 
-def _flush_past_audit_triggers(self: BaseDatabaseOperations, sql_list: list[str]) -> None:
+def _flush_past_audit_triggers(self: BaseDatabaseOperations, sql_list: Iterable[str]) -> None:
     # Transactional tests empty every table between tests; the audit table refuses
     # that by design, so the test harness (and only it) steps around the triggers.
     with audit_triggers_disabled():
@@ -99,7 +102,12 @@ class SchoolPeople:
 
 def _person(school: School, username: str, role: str) -> User:
     user = User.objects.create_user(
-        username, password="pw", school=school, role=role, given_name=username.split(".")[-1].title(), family_name="Test"
+        username,
+        password="pw",
+        school=school,
+        role=role,
+        given_name=username.rsplit(".", maxsplit=1)[-1].title(),
+        family_name="Test",
     )
     return user
 
@@ -133,22 +141,23 @@ def make_school(name: str, prefix: str) -> SchoolPeople:
         }
         for key in ("student", "other_student"):
             CohortMembership.objects.create(school=school, cohort=cohort, user=people[key])
-        for user, klass, role in [
+        enrollments: list[tuple[User, SchoolClass, str]] = [
             (people["student"], school_class, Enrollment.Role.STUDENT),
             (people["other_student"], other_class, Enrollment.Role.STUDENT),
             (people["teacher"], school_class, Enrollment.Role.TEACHER),
             (people["aide"], school_class, Enrollment.Role.AIDE),
             (people["other_teacher"], other_class, Enrollment.Role.TEACHER),
-        ]:
+        ]
+        for user, klass, role in enrollments:
             Enrollment.objects.create(school=school, school_class=klass, user=user, role=role)
-        for key, role in [
+        for key, staff_role in [
             ("moderator", StaffRole.Role.MODERATOR),
             ("safeguarding_lead", StaffRole.Role.SAFEGUARDING_LEAD),
             ("admin", StaffRole.Role.SCHOOL_ADMIN),
             ("teacher", StaffRole.Role.TEACHER),
             ("other_teacher", StaffRole.Role.TEACHER),
         ]:
-            StaffRole.objects.create(school=school, user=people[key], role=role)
+            StaffRole.objects.create(school=school, user=people[key], role=staff_role)
     return SchoolPeople(
         school=school, year=year, cohort=cohort, school_class=school_class, other_class=other_class, **people
     )

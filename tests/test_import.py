@@ -145,7 +145,7 @@ def snapshot() -> dict[str, list[dict[str, Any]]]:
     """Every row of every roster table and the audit log, to compare before and after."""
     with scopes_disabled():
         return {
-            model.__name__: list(model._base_manager.order_by("pk").values())  # type: ignore[attr-defined]
+            model.__name__: list(model._base_manager.order_by("pk").values())
             for model in MODELS
         }
 
@@ -167,7 +167,8 @@ class TestFirstImport:
             hill = School.objects.get(sourced_id="s1")
             dale = School.objects.get(sourced_id="s2")
             assert hill.name == "Hill School, Upper"
-            assert hill.organisation is not None and hill.organisation.name == "Valley Trust"
+            assert hill.organisation is not None
+            assert hill.organisation.name == "Valley Trust"
             english = SchoolClass.objects.get(sourced_id="cl1")
             assert english.title == "English, Year 12"
             assert english.course_title == "English"
@@ -186,14 +187,19 @@ class TestFirstImport:
             assert Enrollment.objects.get(sourced_id="e3").role == Enrollment.Role.AIDE
             assert Enrollment.objects.get(sourced_id="e2").primary is True
             assert str(Enrollment.objects.get(sourced_id="e4").end_date) == "2027-07-31"
-            assert set(StaffRole.objects.filter(role="teacher").values_list("user__sourced_id", flat=True)) == {"t1", "t2"}
+            assert set(StaffRole.objects.filter(role="teacher").values_list("user__sourced_id", flat=True)) == {
+                "t1",
+                "t2",
+            }
 
     def test_cohorts_come_from_the_grade_or_the_roster(self, tmp_path: Path) -> None:
         assert run(write(tmp_path / "b"))[0] == 0
         with scopes_disabled():
 
             def cohort_of(sourced_id: str) -> int:
-                return CohortMembership.objects.get(user__sourced_id=sourced_id, end_date__isnull=True).cohort.graduation_year
+                return CohortMembership.objects.get(
+                    user__sourced_id=sourced_id, end_date__isnull=True
+                ).cohort.graduation_year
 
             assert cohort_of("u1") == 2027  # grade 12 in the year ending 2027, final grade 12
             assert cohort_of("u2") == 2029  # metadata.cohort wins over grade 11
@@ -224,14 +230,17 @@ class TestFirstImport:
             imported = events.get(action="roster.imported")
             assert imported.actor == operator
             assert imported.payload["counts"]["enrollments"]["created"] == 5
-            created = events.filter(action="enrollment.created", target_id=str(Enrollment.objects.get(sourced_id="e1").pk))
+            created = events.filter(
+                action="enrollment.created", target_id=str(Enrollment.objects.get(sourced_id="e1").pk)
+            )
             assert created.get().payload["user"] == "amy.hill"
             assert verify_chain(f"school:{hill.pk}").intact
 
     def test_the_readable_summary(self, tmp_path: Path) -> None:
         code, out, err = run(write(tmp_path / "b"))
         assert code == 0
-        assert "enrollments" in out and "created" in out
+        assert "enrollments" in out
+        assert "created" in out
         assert "warning: users.csv:" in err
 
 
@@ -256,7 +265,9 @@ class TestIdempotence:
 class TestLaterBundles:
     def test_a_later_bulk_bundle_updates_and_deactivates(self, tmp_path: Path) -> None:
         assert run(write(tmp_path / "one"))[0] == 0
-        files = changed(FILES, "users", "u1,,,true,s1,student,amy.hill,,Amy,Hill,,1001,amy@example.org,,,,12,,,Red\n", "")
+        files = changed(
+            FILES, "users", "u1,,,true,s1,student,amy.hill,,Amy,Hill,,1001,amy@example.org,,,,12,,,Red\n", ""
+        )
         files = changed(files, "enrollments", "e1,,,cl1,s1,u1,student,false,,\n", "")
         files = changed(files, "demographics", "u1,,,2009-03-04,female\n", "")
         files = changed(files, "classes", "cl3,,,Further Maths,", "cl3,,,Further Mathematics,")
@@ -277,7 +288,8 @@ class TestLaterBundles:
             assert amy.enabled is False
             assert User.objects.get(sourced_id="u3").enabled is True
             ended = Enrollment.objects.get(sourced_id="e1")
-            assert ended.active is False and ended.end_date is not None
+            assert ended.active is False
+            assert ended.end_date is not None
             assert Enrollment.objects.get(sourced_id="e3").role == Enrollment.Role.TEACHER
             assert SchoolClass.objects.get(sourced_id="cl2").status == SchoolClass.Status.ARCHIVED
             assert SchoolClass.objects.get(sourced_id="cl3").title == "Further Mathematics"
@@ -301,7 +313,7 @@ class TestLaterBundles:
             + "\ne4,tobedeleted,2026-11-01T00:00:00Z,,,,,,,\n"
             + "e9,active,2026-11-01T00:00:00Z,cl1,s1,u5,student,false,,\n",
         }
-        modes = {name: "absent" for name in FILES} | {"users": "delta", "enrollments": "delta"}
+        modes = dict.fromkeys(FILES, "absent") | {"users": "delta", "enrollments": "delta"}
         code, out, err = run(write(tmp_path / "delta", delta, modes), "--json")
         assert code == 0, err
         counts = json.loads(out)

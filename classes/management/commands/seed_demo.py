@@ -99,6 +99,6 @@ class Command(BaseCommand):
         teacher = people["demo.teacher"]
         if Enrollment.objects.filter(user=teacher, active=True).exists():
             return
-        school_class = SchoolClass.objects.filter(school_id=teacher.school_id, status=SchoolClass.Status.ACTIVE).first()
+        school_class = SchoolClass.objects.filter(school=teacher.school, status=SchoolClass.Status.ACTIVE).first()
         if school_class is not None:
             enroll(actor=None, school_class=school_class, user=teacher, role=Enrollment.Role.TEACHER)

@@ -1,0 +1,158 @@
+"""The admin is scoped: a school admin provisions their school only; audit data is for operators only."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django_scopes import scopes_disabled
+
+from audit.models import AuditEvent
+from classes.models import Enrollment, School, StaffRole, User
+from tests.conftest import SchoolPeople
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = [
+    "school",
+    "academicsession",
+    "cohort",
+    "schoolclass",
+    "enrollment",
+    "staffrole",
+    "user",
+]
+
+
+def _login(client: Client, user: User) -> None:
+    assert client.login(username=user.username, password="pw")
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_a_school_admin_lists_only_their_school(
+    client: Client, school_a: SchoolPeople, school_b: SchoolPeople, model: str
+) -> None:
+    _login(client, school_a.admin)
+    response = client.get(f"/admin/classes/{model}/")
+    assert response.status_code == 200
+    rows = list(response.context["cl"].result_list)
+    assert rows
+    for row in rows:
+        school_id = row.pk if isinstance(row, School) else row.school_id
+        assert school_id == school_a.school.pk
+
+
+@pytest.mark.parametrize(
+    ("model", "attribute"),
+    [("school", "school"), ("schoolclass", "school_class"), ("user", "student"), ("cohort", "cohort")],
+)
+def test_another_schools_object_is_not_found(
+    client: Client, school_a: SchoolPeople, school_b: SchoolPeople, model: str, attribute: str
+) -> None:
+    _login(client, school_a.admin)
+    target = getattr(school_b, attribute)
+    response = client.get(f"/admin/classes/{model}/{target.pk}/change/")
+    # The admin answers a missing object with a redirect to the index and a message;
+    # another school's object gets exactly that answer.
+    missing = client.get(f"/admin/classes/{model}/999999/change/")
+    assert response.status_code == missing.status_code == 302
+    assert response["Location"] == missing["Location"] == "/admin/"
+
+
+@pytest.mark.parametrize("role", ["student", "teacher", "moderator", "safeguarding_lead"])
+def test_people_without_a_provisioning_role_are_kept_out(client: Client, school_a: SchoolPeople, role: str) -> None:
+    _login(client, getattr(school_a, role))
+    response = client.get("/admin/classes/schoolclass/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_school_settings_changes_are_audited(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    response = client.post(
+        f"/admin/classes/school/{school_a.school.pk}/change/",
+        {"name": school_a.school.name, "time_zone": "America/New_York", "final_grade": 12, "alumni_keep_access": ""},
+    )
+    assert response.status_code == 302, response.content
+    with scopes_disabled():
+        school = School.objects.get(pk=school_a.school.pk)
+        assert school.time_zone == "America/New_York"
+        assert school.alumni_keep_access is False
+        event = AuditEvent.objects.get(action="school.settings_changed")
+    assert event.actor_id == school_a.admin.pk
+    assert event.payload == {
+        "old": {"time_zone": "Europe/London", "alumni_keep_access": True},
+        "new": {"time_zone": "America/New_York", "alumni_keep_access": False},
+    }
+
+
+def test_a_bad_time_zone_is_refused(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    response = client.post(
+        f"/admin/classes/school/{school_a.school.pk}/change/",
+        {"name": school_a.school.name, "time_zone": "Mars/Olympus", "final_grade": 12, "alumni_keep_access": "on"},
+    )
+    assert response.status_code == 200
+    assert "is not a known time zone" in response.content.decode()
+
+
+def test_granting_a_role_is_audited_and_stays_in_school(
+    client: Client, school_a: SchoolPeople, school_b: SchoolPeople
+) -> None:
+    _login(client, school_a.admin)
+    response = client.post(
+        "/admin/classes/staffrole/add/",
+        {"user": school_a.teacher.pk, "role": "moderator", "cohorts": [school_a.cohort.pk]},
+    )
+    assert response.status_code == 302, response.content
+    with scopes_disabled():
+        role = StaffRole.objects.get(user=school_a.teacher, role="moderator")
+        assert list(role.cohorts.all()) == [school_a.cohort]
+        event = AuditEvent.objects.get(action="staff_role.granted", school=school_a.school)
+        assert event.payload["role"] == "moderator"
+    # Someone of another school is not a choice.
+    response = client.post("/admin/classes/staffrole/add/", {"user": school_b.teacher.pk, "role": "moderator"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    with scopes_disabled():
+        assert not StaffRole.objects.filter(user=school_b.teacher, role="moderator").exists()
+
+
+def test_revoking_and_ending_are_audited(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    with scopes_disabled():
+        role = StaffRole.objects.get(user=school_a.moderator, role="moderator")
+        enrollment = Enrollment.objects.get(user=school_a.student)
+    client.post("/admin/classes/staffrole/", {"action": "revoke_roles", "_selected_action": [role.pk]})
+    client.post("/admin/classes/enrollment/", {"action": "end_enrollments", "_selected_action": [enrollment.pk]})
+    with scopes_disabled():
+        role.refresh_from_db()
+        enrollment.refresh_from_db()
+        assert role.active is False
+        assert enrollment.active is False
+        assert enrollment.end_date is not None
+        actions = set(AuditEvent.objects.filter(actor=school_a.admin).values_list("action", flat=True))
+    assert {"staff_role.revoked", "enrollment.ended"} <= actions
+
+
+def test_nothing_can_be_deleted_from_the_admin(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    response = client.get(f"/admin/classes/schoolclass/{school_a.school_class.pk}/delete/")
+    assert response.status_code == 403
+
+
+def test_the_audit_log_is_for_operators_and_their_reading_is_audited(
+    client: Client, school_a: SchoolPeople, operator: User
+) -> None:
+    _login(client, school_a.admin)
+    assert client.get("/admin/audit/auditevent/").status_code == 403
+    client.logout()
+    _login(client, operator)
+    response = client.get("/admin/audit/auditevent/?q=roster")
+    assert response.status_code == 200
+    with scopes_disabled():
+        viewed = AuditEvent.objects.filter(action="audit.viewed").get()
+    assert viewed.actor_id == operator.pk
+    assert viewed.payload == {"query": "q=roster"}
+    response = client.get(f"/admin/audit/auditevent/{viewed.pk}/change/")
+    assert response.status_code == 200
+    assert b"Save" not in response.content  # read-only

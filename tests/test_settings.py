@@ -1,0 +1,66 @@
+"""Configuration comes from the environment; a wrong value stops start-up with a sentence naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from commonroom import env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(**variables: str) -> subprocess.CompletedProcess[str]:
+    """Run `manage.py check` with exactly these settings variables."""
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
+    base["DJANGO_SETTINGS_MODULE"] = "commonroom.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**base, **variables},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
+        ({"DEBUG": "maybe"}, "DEBUG must be one of"),
+        ({"DEBUG": "1", "DATABASE_URL": "mysql://root@localhost/x"}, "DATABASE_URL must be a URL starting with"),
+        ({"DEBUG": "1", "REDIS_URL": "http://localhost:6379"}, "REDIS_URL must be a URL starting with"),
+        ({"DEBUG": "1", "ALLOWED_HOSTS": "https://school.example.org"}, "ALLOWED_HOSTS must be a comma-separated list"),
+        ({"DEBUG": "1", "DATABASE_CONN_MAX_AGE": "soon"}, "DATABASE_CONN_MAX_AGE must be a whole number"),
+    ],
+    ids=["secret-key", "debug", "database-url", "redis-url", "allowed-hosts", "conn-max-age"],
+)
+def test_a_wrong_value_stops_start_up(variables: dict[str, str], message: str) -> None:
+    result = start(**variables)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_the_embedded_default_starts(tmp_path: Path) -> None:
+    result = start(DEBUG="1", COMMONROOM_DATA_DIR=str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data").is_dir()  # made for the SQLite file
+
+
+def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    monkeypatch.setenv("X_INT", "-3")
+    assert env.env_bool("X_BOOL") is True
+    assert env.env_list("X_LIST", []) == ["a", "b", "c"]
+    with pytest.raises(ImproperlyConfigured, match="X_INT must be at least 0"):
+        env.env_int("X_INT", 1, minimum=0)
+    assert env.env_url("X_MISSING", None, schemes={"redis"}) is None
+    assert env.hosts("X_MISSING", ["localhost"]) == ["localhost"]
