@@ -29,8 +29,14 @@ def clean_payload(value: Any, *, key: str = "") -> Any:
     JSON column unchanged (strings, integers, booleans, null, lists, objects),
     so the hash computed now is the hash recomputed later.
     """
-    if key and any(part in key.lower() for part in SECRET_KEY_PARTS):
+    if key and _secret(key):
         return MASK
+    if type(value) is dict and all(type(v) in _PLAIN for v in value.values()):
+        # The common case, a flat object of plain values, without the recursion.
+        return {
+            str(k): MASK if _secret(str(k)) else (v.replace("\x00", "\ufffd") if type(v) is str else v)
+            for k, v in value.items()
+        }
     if value is None or isinstance(value, (bool, int, str)):
         if isinstance(value, str):
             return value.replace("\x00", "\ufffd")
@@ -47,6 +53,14 @@ def clean_payload(value: Any, *, key: str = "") -> Any:
     if isinstance(value, (float, Decimal, UUID)):
         return str(value)
     return str(value)
+
+
+_PLAIN = (str, int, bool, type(None))
+
+
+def _secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 def format_time(moment: datetime) -> str:

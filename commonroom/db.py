@@ -28,7 +28,8 @@ def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable
         model._base_manager.bulk_create(objects, batch_size=BATCH)
         return len(objects)
     json_columns = [i for i, field in enumerate(concrete) if isinstance(field, models.JSONField)]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in concrete if isinstance(field, models.Field))
+    names = [field.column for field in concrete if isinstance(field, models.Field) and field.column]
+    columns = ", ".join(connection.ops.quote_name(name) for name in names)
     table = connection.ops.quote_name(model._meta.db_table)
     count = 0
     with connection.cursor() as cursor:
