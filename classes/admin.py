@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -79,12 +80,21 @@ class ProvisioningAdmin(admin.ModelAdmin[Any]):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Save a generic admin form in the admin's school, with its audit event, in one transaction."""
         school = access.administered_school(request.user)
         if school is not None and hasattr(obj, "school_id"):
             if change and obj.school_id != school.pk:
                 raise PermissionDenied
             obj.school_id = school.pk
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(
+                f"{obj._meta.model_name}.{'updated' if change else 'created'}",
+                school_id=obj.pk if isinstance(obj, School) else obj.school_id,
+                actor=request.user,
+                target=obj,
+                payload={"fields": sorted(form.changed_data), "via": "admin"},
+            )
 
 
 @admin.register(School, site=admin_site)
@@ -172,18 +182,6 @@ class SchoolClassAdmin(ProvisioningAdmin):
         if school is not None and db_field.name == "terms":
             kwargs["queryset"] = AcademicSession.objects.filter(school=school)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
-
-    def save_model(self, request: HttpRequest, obj: SchoolClass, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-
-        record(
-            "class.updated" if change else "class.created",
-            school_id=obj.school_id,
-            actor=request.user,
-            target=obj,
-            target_label=obj.title,
-            payload={"fields": sorted(form.changed_data)},
-        )
 
 
 @admin.register(Enrollment, site=admin_site)
@@ -305,15 +303,16 @@ class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works wit
         school = access.administered_school(request.user)
         if school is not None:
             obj.school = school
-        super().save_model(request, obj, form, change)
-        record(
-            "person.updated" if change else "person.added",
-            school_id=obj.school_id,
-            actor=request.user,
-            target=obj,
-            target_label=obj.username,
-            payload={"fields": sorted(name for name in form.changed_data if "password" not in name)},
-        )
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(
+                "person.updated" if change else "person.added",
+                school_id=obj.school_id,
+                actor=request.user,
+                target=obj,
+                target_label=obj.username,
+                payload={"fields": sorted(name for name in form.changed_data if "password" not in name)},
+            )
 
 
 admin_site.register(AuditEvent, AuditEventAdmin)

@@ -551,7 +551,9 @@ class _Importer:
             )
             # The difference is taken here: NOT IN with tens of thousands of ids is slow in the database.
             roster = User.objects.filter(school_id__in=self.in_scope, enabled=True, sourced_id__isnull=False)
-            gone = [pk for pk, sid in roster.values_list("pk", "sourced_id").iterator(chunk_size=BATCH) if sid not in rows]
+            gone = [
+                pk for pk, sid in roster.values_list("pk", "sourced_id").iterator(chunk_size=BATCH) if sid not in rows
+            ]
             for user in User.objects.filter(pk__in=gone):
                 if user.pk in alumni:
                     self.count("users", "unchanged", user.school_id or 0)

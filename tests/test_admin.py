@@ -7,7 +7,7 @@ from django.test import Client
 from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
-from classes.models import Enrollment, School, StaffRole, User
+from classes.models import Cohort, Enrollment, School, StaffRole, User
 from tests.conftest import SchoolPeople
 
 pytestmark = pytest.mark.django_db
@@ -156,3 +156,28 @@ def test_the_audit_log_is_for_operators_and_their_reading_is_audited(
     response = client.get(f"/admin/audit/auditevent/{viewed.pk}/change/")
     assert response.status_code == 200
     assert b"Save" not in response.content  # read-only
+
+
+def test_generic_admin_changes_are_audited(client: Client, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    response = client.post("/admin/classes/cohort/add/", {"graduation_year": 2031})
+    assert response.status_code == 302, response.content
+    response = client.post(
+        f"/admin/classes/schoolclass/{school_a.school_class.pk}/change/",
+        {
+            "title": "English 12A (set 1)",
+            "code": "ENG12A",
+            "course_title": "",
+            "course_code": "",
+            "status": "active",
+            "terms": [school_a.year.pk],
+        },
+    )
+    assert response.status_code == 302, response.content
+    with scopes_disabled():
+        cohort = Cohort.objects.get(graduation_year=2031)
+        assert cohort.school == school_a.school  # placed in the admin's school, whatever the form said
+        created = AuditEvent.objects.get(action="cohort.created")
+        updated = AuditEvent.objects.get(action="schoolclass.updated")
+    assert (created.school_id, created.actor_id) == (school_a.school.pk, school_a.admin.pk)
+    assert updated.payload == {"fields": ["title"], "via": "admin"}

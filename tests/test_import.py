@@ -144,10 +144,7 @@ MODELS: list[type[Model]] = [
 def snapshot() -> dict[str, list[dict[str, Any]]]:
     """Every row of every roster table and the audit log, to compare before and after."""
     with scopes_disabled():
-        return {
-            model.__name__: list(model._base_manager.order_by("pk").values())
-            for model in MODELS
-        }
+        return {model.__name__: list(model._base_manager.order_by("pk").values()) for model in MODELS}
 
 
 class TestFirstImport:
