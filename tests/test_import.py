@@ -461,3 +461,16 @@ class TestAdminUpload:
         response = client.get("/admin/import-roster/")
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+def test_a_terminal_gets_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    call_command("import_oneroster", str(write(tmp_path / "b")))
+    captured = capsys.readouterr()
+    assert "import: 100%" in captured.err
+    assert "8/8" in captured.err
+    assert "Imported b:" in captured.out
