@@ -31,18 +31,28 @@ def validate_time_zone(value: str) -> None:
 
 
 class Organisation(models.Model):
-    """A body above schools: a district, a trust or a state (optional)."""
+    """A body above schools (a district, a trust or a state), or a department inside one school."""
 
     class Kind(models.TextChoices):
         DISTRICT = "district", "District"
         TRUST = "trust", "Trust"
+        LOCAL = "local", "Local"
         STATE = "state", "State"
         NATIONAL = "national", "National"
+        DEPARTMENT = "department", "Department of a school"
 
     sourced_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     name = models.CharField(max_length=255)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DISTRICT)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    school = models.ForeignKey(
+        "School",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="departments",
+        help_text="For a department.",
+    )
     active = models.BooleanField(default=True)
 
     def __str__(self) -> str:
@@ -235,6 +245,7 @@ class SchoolClass(models.Model):
     sourced_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     title = models.CharField(max_length=255)
     code = models.CharField(max_length=64, blank=True)
+    course_sourced_id = models.CharField(max_length=255, blank=True)
     course_title = models.CharField(max_length=255, blank=True)
     course_code = models.CharField(max_length=64, blank=True)
     terms = models.ManyToManyField(AcademicSession, blank=True, related_name="classes")

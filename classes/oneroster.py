@@ -18,6 +18,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -49,6 +50,17 @@ ENROLLMENT_ROLES = {
 }
 
 MODES = {"bulk", "delta", "absent"}
+
+# The longest value each column may hold (the database column it lands in).
+MAX_LENGTHS: dict[str, dict[str, int]] = {
+    "orgs": {"sourcedId": 255, "name": 255, "identifier": 255},
+    "academicSessions": {"sourcedId": 255, "title": 255},
+    "courses": {"sourcedId": 255, "title": 255, "courseCode": 64},
+    "classes": {"sourcedId": 255, "title": 255, "classCode": 64},
+    "users": {"sourcedId": 255, "username": 150, "givenName": 150, "familyName": 150, "email": 254},
+    "enrollments": {"sourcedId": 255},
+    "demographics": {"sourcedId": 255},
+}
 
 
 class BundleError(Exception):
@@ -159,20 +171,24 @@ def parse_bool(value: str) -> bool:
     raise ValueError
 
 
+GRADE_RE = re.compile(r"^\d{1,2}$", re.ASCII)
+
+
 def parse_grade(value: str) -> int | None:
     """A OneRoster grade as a number: "09" is 9, kindergarten 0, pre-school -1; others have none."""
     first = (split_ids(value) or [""])[0].upper()
-    if first.isdigit():
+    if GRADE_RE.match(first):
         return int(first)
     return {"KG": 0, "TK": 0, "PK": -1, "PR": -1, "IT": -1}.get(first)
 
 
-COHORT_RE = re.compile(r"^(?:class of\s+)?(\d{4})$", re.IGNORECASE)
+COHORT_RE = re.compile(r"^(?:class of\s+)?(\d{4})$", re.IGNORECASE | re.ASCII)
+COHORT_YEARS = range(1900, 2201)
 
 
 def parse_cohort(value: str) -> int:
     match = COHORT_RE.match(value.strip())
-    if not match:
+    if not match or int(match.group(1)) not in COHORT_YEARS:
         raise ValueError
     return int(match.group(1))
 
@@ -238,6 +254,10 @@ def _read_file(source: _Source, name: str, mode: str, problems: list[Problem]) -
                     )
                     continue
                 values = dict(zip(header, record, strict=True))
+                nul = next((column for column, value in values.items() if "\x00" in value), None)
+                if nul is not None:
+                    problems.append(Problem(filename, line, nul, "contains a NUL character"))
+                    continue
                 sourced_id = values["sourcedId"].strip()
                 status = values.get("status", "").strip().lower()
                 if not sourced_id:
@@ -274,6 +294,13 @@ KnownIds = Callable[[str, str], bool]
 
 
 def read_bundle(path: Path, known_ids: KnownIds | None = None) -> Bundle:
+    try:
+        return _read_bundle(path, known_ids)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BundleError(f"{path}: cannot be read ({exc})") from None
+
+
+def _read_bundle(path: Path, known_ids: KnownIds | None) -> Bundle:
     source = _Source(path)
     try:
         problems: list[Problem] = []
@@ -331,8 +358,20 @@ class _Checker:
             if not row[column].strip():
                 self.problem(name, row, column, "is empty")
 
+    def lengths(self, name: str) -> None:
+        limits = MAX_LENGTHS.get(name, {})
+        for row in self.bundle.rows.get(name, {}).values():
+            for column, limit in limits.items():
+                if len(row[column].strip()) > limit:
+                    self.problem(
+                        name, row, column, f"is {len(row[column].strip())} characters long; at most {limit} fit"
+                    )
+
     def check(self) -> None:
         live = self.bundle.live
+        for name in FILES:
+            self.lengths(name)
+        orgs = self.bundle.rows.get("orgs", {})
         for row in live("orgs").values():
             self.nonempty("orgs", row, "name")
             if row["type"].strip() not in ORG_TYPES:
@@ -340,6 +379,10 @@ class _Checker:
             parent = row["parentSourcedId"].strip()
             if parent:
                 self.ref("orgs", row, "parentSourcedId", "orgs", parent)
+            if row["type"].strip() == "department":
+                above = orgs.get(parent)
+                if not parent or (above is not None and above["type"].strip() != "school"):
+                    self.problem("orgs", row, "parentSourcedId", "a department must sit under a school")
         for row in live("academicSessions").values():
             self.nonempty("academicSessions", row, "title")
             if row["type"].strip() not in SESSION_TYPES:
@@ -377,16 +420,15 @@ class _Checker:
         for row in live("users").values():
             self.nonempty("users", row, "username")
             username = row["username"].strip()
-            if username:
-                if username in usernames:
+            if username and row["role"].strip() in IMPORTED_USER_ROLES:
+                # Usernames that differ only in case are one sign-in name to a person.
+                key = username.casefold()
+                if key in usernames:
                     self.problem(
-                        "users",
-                        row,
-                        "username",
-                        f"duplicate username {username!r} (first on line {usernames[username]})",
+                        "users", row, "username", f"duplicate username {username!r} (first on line {usernames[key]})"
                     )
                 else:
-                    usernames[username] = row.line
+                    usernames[key] = row.line
             role = row["role"].strip()
             if role not in USER_ROLES:
                 self.problem("users", row, "role", f"must be one of {', '.join(sorted(USER_ROLES))}, not {role!r}")
@@ -394,10 +436,10 @@ class _Checker:
                 parse_bool(row["enabledUser"])
             except ValueError:
                 self.problem("users", row, "enabledUser", f"must be true or false, not {row['enabledUser']!r}")
-            orgs = split_ids(row["orgSourcedIds"])
-            if not orgs:
+            user_orgs = split_ids(row["orgSourcedIds"])
+            if not user_orgs:
                 self.problem("users", row, "orgSourcedIds", "is empty")
-            for org in orgs:
+            for org in user_orgs:
                 self.ref("users", row, "orgSourcedIds", "orgs", org)
             cohort = row["metadata.cohort"].strip()
             if cohort:
@@ -416,6 +458,11 @@ class _Checker:
             self.ref("enrollments", row, "userSourcedId", "users", row["userSourcedId"].strip())
             self.date("enrollments", row, "beginDate", required=False)
             self.date("enrollments", row, "endDate", required=False)
+            if row["primary"].strip():
+                try:
+                    parse_bool(row["primary"])
+                except ValueError:
+                    self.problem("enrollments", row, "primary", f"must be true or false, not {row['primary']!r}")
             klass = self.bundle.rows.get("classes", {}).get(row["classSourcedId"].strip())
             if klass is not None and klass["schoolSourcedId"].strip() != row["schoolSourcedId"].strip():
                 self.problem(

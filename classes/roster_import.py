@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -25,6 +25,8 @@ from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
+from django.db.models import Model
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -45,6 +47,7 @@ from classes.oneroster import (
     IMPORTED_USER_ROLES,
     Bundle,
     Problem,
+    Row,
     parse_bool,
     parse_cohort,
     parse_date,
@@ -93,7 +96,7 @@ def _known_ids() -> Callable[[str, str], bool]:
             *Organisation.objects.values_list("sourced_id", flat=True),
         ],
         "academicSessions": lambda: AcademicSession.objects.values_list("sourced_id", flat=True),
-        "courses": lambda: SchoolClass.objects.values_list("course_code", flat=True),
+        "courses": lambda: SchoolClass.objects.values_list("course_sourced_id", flat=True),
         "classes": lambda: SchoolClass.objects.values_list("sourced_id", flat=True),
         "users": lambda: User.objects.values_list("sourced_id", flat=True),
     }
@@ -125,13 +128,32 @@ def import_bundle(
         bundle = read_bundle(path, known_ids=_known_ids())
         if bundle.problems:
             raise InvalidBundle(bundle.problems)
-        importer = _Importer(bundle, actor=actor, today=today or timezone.localdate(), step=step)
-        importer.check_database(school_only)
+        importer = _Importer(
+            bundle, actor=actor, today=today or timezone.localdate(), step=step, school_only=school_only
+        )
+        importer.check_database()
         if importer.problems:
             raise InvalidBundle(sorted(importer.problems))
         with transaction.atomic():
             importer.run(source_name or path.name)
     return importer.result
+
+
+def chunks(values: Iterable[Any], size: int = 5000) -> Iterator[list[Any]]:
+    """Split long lists of ids so that no query passes more parameters than SQLite allows."""
+    batch: list[Any] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def by_sourced_id(queryset: Any, sourced_ids: Iterable[str]) -> Iterator[Any]:
+    for batch in chunks(sourced_ids):
+        yield from queryset.filter(sourced_id__in=batch)
 
 
 def _changed(obj: Any, values: dict[str, Any]) -> list[str]:
@@ -143,8 +165,11 @@ def _audit_value(value: Any) -> Any:
 
 
 class _Importer:
-    def __init__(self, bundle: Bundle, *, actor: User | None, today: date, step: Progress) -> None:
+    def __init__(
+        self, bundle: Bundle, *, actor: User | None, today: date, step: Progress, school_only: School | None
+    ) -> None:
         self.bundle = bundle
+        self.school_only = school_only
         self.actor = actor
         self.today = today
         self.step = step
@@ -174,33 +199,80 @@ class _Importer:
 
     # -- checks that need the database ---------------------------------------
 
-    def check_database(self, school_only: School | None) -> None:
-        """A username must not take over someone else's account; a school admin imports only their school."""
-        if school_only is not None:
-            for sid, row in self.bundle.rows.get("orgs", {}).items():
-                if row["type"].strip() == "school" and sid != school_only.sourced_id:
+    def check_database(self) -> None:
+        """Checks that need the database, made before anything is written.
+
+        - A username must not take over someone else's account.
+        - A sourcedId already used by a record of another school is a conflict, not an
+          update: one school's roster must never rename, move or end another's records.
+          (A person or class moving between schools of the same trust is allowed, except
+          in a school admin's import.)
+        - A school admin's bundle may name no school but their own.
+        """
+        bundle = self.bundle
+        people = {sid: row for sid, row in bundle.live("users").items() if row["role"].strip() in IMPORTED_USER_ROLES}
+        wanted = {row["username"].strip().casefold(): (sid, row) for sid, row in people.items()}
+        taken = User.objects.annotate(folded=Lower("username")).values_list("folded", "sourced_id")
+        for batch in chunks(wanted):
+            for folded, owner in taken.filter(folded__in=batch):
+                sourced_id, row = wanted[folded]
+                if owner != sourced_id and owner not in people:
+                    self.problems.append(
+                        Problem(
+                            "users.csv",
+                            row.line,
+                            "username",
+                            f"{row['username'].strip()!r} is already the username of another account",
+                        )
+                    )
+        if self.school_only is not None:
+            for sid, row in bundle.rows.get("orgs", {}).items():
+                if row["type"].strip() == "school" and sid != self.school_only.sourced_id:
                     self.problems.append(
                         Problem(
                             "orgs.csv", row.line, "sourcedId", f"{sid!r} is not your school; ask a platform operator"
                         )
                     )
-        users = self.bundle.live("users")
-        if not users:
-            return
-        wanted = {row["username"].strip(): (sid, row) for sid, row in users.items()}
-        taken = User.objects.filter(username__in=list(wanted)).values_list("username", "sourced_id")
-        for username, owner in taken.iterator(chunk_size=BATCH):
-            sourced_id, row = wanted[username]
-            if owner != sourced_id and owner not in users:
-                self.problems.append(
-                    Problem(
-                        "users.csv", row.line, "username", f"{username!r} is already the username of another account"
-                    )
-                )
+        checks: list[tuple[str, str, type[Model], Callable[[Row], list[str]]]] = [
+            ("users", "orgSourcedIds", User, lambda row: split_ids(row["orgSourcedIds"])),
+            ("classes", "schoolSourcedId", SchoolClass, lambda row: [row["schoolSourcedId"].strip()]),
+            ("enrollments", "schoolSourcedId", Enrollment, lambda row: [row["schoolSourcedId"].strip()]),
+        ]
+        for name, column, model, orgs_of in checks:
+            rows = bundle.rows.get(name, {})
+            new_school: dict[str, School | None] = {}
+            for sid, row in rows.items():
+                if row.deleted or (name == "users" and row["role"].strip() not in IMPORTED_USER_ROLES):
+                    continue
+                schools = [school for org in orgs_of(row) if (school := self.school_for(org, scope=False)) is not None]
+                new_school[sid] = schools[0] if schools else None
+                if self.school_only is not None and any(s.pk != self.school_only.pk for s in schools):
+                    self.problems.append(Problem(f"{name}.csv", row.line, column, "names a school that is not yours"))
+            stored = model._base_manager.values_list("sourced_id", "school_id")
+            for batch in chunks(rows):
+                for sid, school_id in stored.filter(sourced_id__in=batch):
+                    if school_id is None or not self._may_move(school_id, new_school.get(sid)):
+                        row = rows[sid]
+                        self.problems.append(
+                            Problem(
+                                f"{name}.csv",
+                                row.line,
+                                "sourcedId",
+                                f"{sid!r} is already used by a record of another school",
+                            )
+                        )
 
-    # -- the import ----------------------------------------------------------
+    def _may_move(self, school_id: int, target: School | None) -> bool:
+        """May a stored record of `school_id` be changed by this bundle (and moved to `target`)?"""
+        if self.school_only is not None:
+            return school_id == self.school_only.pk
+        if target is None or target.pk == school_id:
+            return True  # a deletion by id, a row the import skips, or no move at all
+        current = School.objects.filter(pk=school_id).values_list("organisation_id", flat=True).first()
+        return current is not None and current == target.organisation_id
 
     def run(self, source_name: str) -> None:
+        self.org_schools.clear()  # the checks resolved org ids before the new schools existed
         self.step("schools")
         self.import_orgs()
         self.step("sessions")
@@ -218,48 +290,62 @@ class _Importer:
         self.result.school_ids = sorted(self.in_scope)
 
     def import_orgs(self) -> None:
-        bundle = self.bundle
-        org_rows = bundle.rows.get("orgs", {})
-        existing_orgs = {o.sourced_id: o for o in Organisation.objects.filter(sourced_id__in=list(org_rows))}
-        for sid, row in org_rows.items():
-            kind = row["type"].strip()
-            if kind in ("school", "department"):
-                continue
-            org = existing_orgs.get(sid)
-            values = {
-                "name": row["name"].strip(),
-                "kind": kind if kind in Organisation.Kind.values else Organisation.Kind.DISTRICT,
-                "active": not row.deleted,
-            }
-            if org is None:
-                if row.deleted:
+        rows = self.bundle.rows.get("orgs", {})
+        # Rows being deleted often carry nothing but their id; find them wherever they are stored.
+        for sid in self.bundle.deleted("orgs"):
+            for model in (School, Organisation):
+                record = model._base_manager.filter(sourced_id=sid).first()
+                if record is None:
                     continue
-                existing_orgs[sid] = Organisation.objects.create(sourced_id=sid, **values)
-            elif _changed(org, values):
-                for name, value in values.items():
-                    setattr(org, name, value)
-                org.save()
-        for sid, row in org_rows.items():
-            org = existing_orgs.get(sid)
-            parent = existing_orgs.get(row["parentSourcedId"].strip())
-            if org is not None and org.parent_id != (parent.pk if parent else None):
-                org.parent = parent
-                org.save(update_fields=["parent"])
+                if isinstance(record, School):
+                    self.schools[sid] = record
+                    self.in_scope.add(record.pk)
+                if record.active:
+                    record.active = False
+                    record.save(update_fields=["active"])
+                    if isinstance(record, School):
+                        self.count("schools", "deactivated", record.pk)
+                        self.audit(
+                            record.pk, Entry.about("school.deactivated", record, {"reason": "deleted in the roster"})
+                        )
+        live = self.bundle.live("orgs")
+        wanted_ids = set(live) | {row["parentSourcedId"].strip() for row in live.values()}
+        organisations = {o.sourced_id: o for o in Organisation.objects.filter(sourced_id__in=wanted_ids)}
+        # A school admin's bundle names its trust, but the trust is not theirs to change.
+        if self.school_only is None:
+            for sid, row in live.items():
+                kind = row["type"].strip()
+                if kind in ("school", "department"):
+                    continue
+                values = {"name": row["name"].strip(), "kind": kind, "active": True}
+                org = organisations.get(sid)
+                if org is None:
+                    organisations[sid] = Organisation.objects.create(sourced_id=sid, **values)
+                elif _changed(org, values):
+                    for name, value in values.items():
+                        setattr(org, name, value)
+                    org.save()
+            for sid, row in live.items():
+                org = organisations.get(sid)
+                parent = organisations.get(row["parentSourcedId"].strip())
+                if (
+                    org is not None
+                    and row["type"].strip() != "school"
+                    and org.parent_id != (parent.pk if parent else None)
+                ):
+                    org.parent = parent
+                    org.save(update_fields=["parent"])
 
-        school_rows = {sid: row for sid, row in org_rows.items() if row["type"].strip() == "school"}
-        existing = {s.sourced_id: s for s in School.objects.filter(sourced_id__in=list(school_rows))}
-        for sid, row in school_rows.items():
+        existing = {s.sourced_id: s for s in School.objects.filter(sourced_id__in=list(rows))}
+        for sid, row in live.items():
+            if row["type"].strip() != "school":
+                continue
             school = existing.get(sid)
-            parent = existing_orgs.get(row["parentSourcedId"].strip())
-            values = {
-                "name": row["name"].strip(),
-                "identifier": row["identifier"].strip(),
-                "organisation_id": parent.pk if parent else None,
-                "active": not row.deleted,
-            }
+            parent = organisations.get(row["parentSourcedId"].strip())
+            values = {"name": row["name"].strip(), "identifier": row["identifier"].strip(), "active": True}
+            if self.school_only is None:
+                values["organisation_id"] = parent.pk if parent else None
             if school is None:
-                if row.deleted:
-                    continue
                 school = School.objects.create(sourced_id=sid, **values)
                 self.count("schools", "created", school.pk)
                 self.audit(school.pk, Entry.about("school.created", school, {"name": school.name}))
@@ -267,43 +353,58 @@ class _Importer:
                 changed = _changed(school, values)
                 if changed:
                     old = {name: getattr(school, name) for name in changed}
-                    for name, value in values.items():
-                        setattr(school, name, value)
+                    for name in changed:
+                        setattr(school, name, values[name])
                     school.save()
-                    kind = "deactivated" if changed == ["active"] and row.deleted else "updated"
-                    self.count("schools", kind, school.pk)
+                    self.count("schools", "updated", school.pk)
                     self.audit(
                         school.pk,
-                        Entry.about(f"school.{kind}", school, {"old": old, "new": {n: values[n] for n in changed}}),
+                        Entry.about("school.updated", school, {"old": old, "new": {n: values[n] for n in changed}}),
                     )
                 else:
                     self.count("schools", "unchanged", school.pk)
             self.schools[sid] = school
             self.in_scope.add(school.pk)
-        # Schools of the same organisation that left a bulk bundle are deactivated.
-        if bundle.mode("orgs") == "bulk":
-            parents = [o.pk for sid, o in existing_orgs.items() if sid in org_rows]
-            gone = School.objects.filter(organisation_id__in=parents, active=True, sourced_id__isnull=False).exclude(
-                sourced_id__in=list(school_rows)
-            )
-            for school in gone:
-                school.active = False
-                school.save(update_fields=["active"])
-                self.count("schools", "deactivated", school.pk)
-                self.audit(school.pk, Entry.about("school.deactivated", school, {"reason": "not in the roster"}))
+        for sid, row in live.items():
+            if row["type"].strip() != "department":
+                continue
+            school = self.school_for(row["parentSourcedId"].strip())
+            if school is None:
+                continue
+            values = {
+                "name": row["name"].strip(),
+                "kind": Organisation.Kind.DEPARTMENT,
+                "school_id": school.pk,
+                "active": True,
+            }
+            department = organisations.get(sid)
+            if department is None:
+                Organisation.objects.create(sourced_id=sid, **values)
+            elif _changed(department, values):
+                for name, value in values.items():
+                    setattr(department, name, value)
+                department.save()
 
-    def school_for(self, org_id: str) -> School | None:
-        """The school an org id of the bundle (or, in delta bundles, of the database) stands for."""
-        if org_id in self.org_schools:
-            return self.org_schools[org_id]
-        school_sid = school_of(self.bundle, org_id) or org_id
-        school = self.schools.get(school_sid)
-        if school is None:
-            school = School.objects.filter(sourced_id=school_sid).first()
-            if school is not None:
-                self.schools[school_sid] = school
-                self.in_scope.add(school.pk)
-        self.org_schools[org_id] = school
+    def school_for(self, org_id: str, *, scope: bool = True) -> School | None:
+        """The school an org id stands for: a school or a department's school, in the bundle or stored.
+
+        With `scope` (the default), the school joins the schools this import works on.
+        """
+        if org_id not in self.org_schools:
+            school_sid = school_of(self.bundle, org_id) or org_id
+            school = self.schools.get(school_sid) or School.objects.filter(sourced_id=school_sid).first()
+            if school is None:
+                department = (
+                    Organisation.objects.filter(sourced_id=org_id, kind=Organisation.Kind.DEPARTMENT)
+                    .select_related("school")
+                    .first()
+                )
+                school = department.school if department is not None else None
+            self.org_schools[org_id] = school
+        school = self.org_schools[org_id]
+        if school is not None and scope:
+            self.schools.setdefault(school.sourced_id or str(school.pk), school)
+            self.in_scope.add(school.pk)
         return school
 
     def import_sessions(self) -> None:

@@ -409,9 +409,10 @@ class TestInvalidBundles:
             hill = School.objects.get(sourced_id="s1")
         with pytest.raises(InvalidBundle) as caught:
             import_bundle(write(tmp_path / "two"), school_only=hill)
-        assert [str(p) for p in caught.value.problems] == [
-            "orgs.csv:4: sourcedId: 's2' is not your school; ask a platform operator"
-        ]
+        problems = [str(p) for p in caught.value.problems]
+        assert "orgs.csv:4: sourcedId: 's2' is not your school; ask a platform operator" in problems
+        assert "users.csv:9: orgSourcedIds: names a school that is not yours" in problems  # Dan, at Dale School
+        assert "enrollments.csv:6: sourcedId: 'e5' is already used by a record of another school" in problems
 
 
 class TestAdminUpload:
