@@ -109,7 +109,8 @@ def record_many(
     seq, prev = head.seq, head.hash or GENESIS_HASH
     rows = []
     for entry in entries:
-        target_type, target_id, target_label = entry.target_type, entry.target_id, entry.target_label
+        # Cut to the columns' sizes: a long class title must not fail the action it records.
+        target_type, target_id, target_label = entry.target_type[:64], entry.target_id[:64], entry.target_label[:255]
         payload = clean_payload(entry.payload)
         digest = event_hash(
             chain=chain,
@@ -189,7 +190,11 @@ def _broken_link(chain: str, seq: int, event_id: int, prev_hash: str, previous_s
     target = AuditEvent.all_chains.filter(chain=chain, hash=prev_hash).values_list("id", "seq").first()
     if target is None:
         return Finding(
-            chain, Problem.MISSING, seq, event_id, "the event it follows is not in the log (removed and renumbered)"
+            chain,
+            Problem.MISSING,
+            seq,
+            event_id,
+            "it follows an event that is not in the log: the one before it was rewritten, or one was removed here",
         )
     target_id, target_seq = target
     if target_seq > seq:

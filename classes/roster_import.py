@@ -15,6 +15,7 @@ transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -25,8 +26,8 @@ from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
-from django.db.models import Model
-from django.db.models.functions import Lower
+from django.db.models import CharField, Model, Value
+from django.db.models.functions import Cast, Concat, Lower
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -181,6 +182,7 @@ class _Importer:
         self.events: dict[int, list[Entry]] = defaultdict(list)
         self.schools: dict[str, School] = {}
         self.org_schools: dict[str, School | None] = {}
+        self.touched: set[int] = set()  # schools this import changed something in
         self.in_scope: set[int] = set()
         self.users: dict[str, User] = {}
         self.classes: dict[str, SchoolClass] = {}
@@ -190,6 +192,8 @@ class _Importer:
     def count(self, entity: str, kind: str, school_id: int, n: int = 1) -> None:
         self.result.counts[entity][kind] += n
         self.per_school[school_id][entity][kind] += n
+        if kind != "unchanged":
+            self.touched.add(school_id)
 
     def audit(self, school_id: int, entry: Entry) -> None:
         self.events[school_id].append(entry)
@@ -240,36 +244,56 @@ class _Importer:
         ]
         for name, column, model, orgs_of in checks:
             rows = bundle.rows.get(name, {})
-            new_school: dict[str, School | None] = {}
+            target: dict[str, str | None] = {}  # sourcedId -> the sourcedId of the school it will belong to
             for sid, row in rows.items():
                 if row.deleted or (name == "users" and row["role"].strip() not in IMPORTED_USER_ROLES):
                     continue
-                schools = [school for org in orgs_of(row) if (school := self.school_for(org, scope=False)) is not None]
-                new_school[sid] = schools[0] if schools else None
-                if self.school_only is not None and any(s.pk != self.school_only.pk for s in schools):
+                schools = [school for org in orgs_of(row) if (school := self._school_sid(org)) is not None]
+                target[sid] = schools[0] if schools else None
+                if self.school_only is not None and any(s != self.school_only.sourced_id for s in schools):
                     self.problems.append(Problem(f"{name}.csv", row.line, column, "names a school that is not yours"))
             stored = model._base_manager.values_list("sourced_id", "school_id")
             for batch in chunks(rows):
                 for sid, school_id in stored.filter(sourced_id__in=batch):
-                    if school_id is None or not self._may_move(school_id, new_school.get(sid)):
-                        row = rows[sid]
+                    if school_id is None or not self._may_move(school_id, target.get(sid)):
                         self.problems.append(
                             Problem(
                                 f"{name}.csv",
-                                row.line,
+                                rows[sid].line,
                                 "sourcedId",
                                 f"{sid!r} is already used by a record of another school",
                             )
                         )
 
-    def _may_move(self, school_id: int, target: School | None) -> bool:
-        """May a stored record of `school_id` be changed by this bundle (and moved to `target`)?"""
+    @functools.cache  # noqa: B019  (one importer per import; the cache goes with it)
+    def _school_sid(self, org_id: str) -> str | None:
+        """The sourcedId of the school an org id stands for, in the bundle or stored (before anything is written)."""
+        in_bundle = school_of(self.bundle, org_id)
+        if in_bundle is not None:
+            return in_bundle
+        if School.objects.filter(sourced_id=org_id).exists():
+            return org_id
+        department = Organisation.objects.filter(sourced_id=org_id, kind=Organisation.Kind.DEPARTMENT).first()
+        if department is not None and department.school is not None:
+            return department.school.sourced_id
+        return None
+
+    def _trust_of(self, school_sid: str) -> str | None:
+        row = self.bundle.rows.get("orgs", {}).get(school_sid)
+        if row is not None and row["parentSourcedId"].strip():
+            return row["parentSourcedId"].strip()
+        return School.objects.filter(sourced_id=school_sid).values_list("organisation__sourced_id", flat=True).first()
+
+    @functools.cache  # noqa: B019  (as above: few distinct pairs, asked once per stored row)
+    def _may_move(self, school_id: int, target_sid: str | None) -> bool:
+        """May a stored record of `school_id` be changed by this bundle (and moved to school `target_sid`)?"""
         if self.school_only is not None:
             return school_id == self.school_only.pk
-        if target is None or target.pk == school_id:
+        current = School.objects.filter(pk=school_id).values_list("sourced_id", "organisation__sourced_id").first()
+        if target_sid is None or current is None or current[0] == target_sid:
             return True  # a deletion by id, a row the import skips, or no move at all
-        current = School.objects.filter(pk=school_id).values_list("organisation_id", flat=True).first()
-        return current is not None and current == target.organisation_id
+        # A move between two schools of the same trust is a transfer; anything else is a clash of ids.
+        return current[1] is not None and current[1] == self._trust_of(target_sid)
 
     def run(self, source_name: str) -> None:
         self.org_schools.clear()  # the checks resolved org ids before the new schools existed
@@ -482,7 +506,7 @@ class _Importer:
     def import_classes(self) -> None:
         rows = self.bundle.rows.get("classes", {})
         courses = self.bundle.rows.get("courses", {})
-        existing = {c.sourced_id: c for c in SchoolClass.objects.filter(sourced_id__in=list(rows))}
+        existing = {c.sourced_id: c for c in by_sourced_id(SchoolClass.objects.all(), rows)}
         existing_terms: dict[int, set[int]] = defaultdict(set)
         through = SchoolClass.terms.through
         for class_id, session_id in through.objects.filter(
@@ -511,6 +535,7 @@ class _Importer:
                 "school_id": school.pk,
                 "title": row["title"].strip(),
                 "code": row["classCode"].strip(),
+                "course_sourced_id": row["courseSourcedId"].strip(),
                 "course_title": course["title"].strip() if course else (klass.course_title if klass else ""),
                 "course_code": course["courseCode"].strip() if course else (klass.course_code if klass else ""),
                 "status": SchoolClass.Status.ACTIVE,
@@ -574,11 +599,12 @@ class _Importer:
         for sid, row in demographics.items():
             value = row["birthDate"].strip()
             birth_dates[sid] = parse_date(value) if value else None
-        existing = {u.sourced_id: u for u in User.objects.filter(sourced_id__in=list(rows))}
+        existing = {u.sourced_id: u for u in by_sourced_id(User.objects.all(), rows)}
         unusable = make_password(None)
         to_create: list[User] = []
         to_update: dict[int, User] = {}
         update_fields: set[str] = set()
+        renamed: list[int] = []
         for sid, row in rows.items():
             user = existing.get(sid)
             if row.deleted:
@@ -628,6 +654,10 @@ class _Importer:
                 self.count("users", "unchanged", user.school_id or 0)
                 continue
             old = {name: getattr(user, name) for name in changed}
+            if "school_id" in changed and user.school_id is not None:
+                self.touched.add(user.school_id)
+            if "username" in changed:
+                renamed.append(user.pk)
             for name in changed:
                 setattr(user, name, values[name])
             to_update[user.pk] = user
@@ -655,11 +685,19 @@ class _Importer:
             gone = [
                 pk for pk, sid in roster.values_list("pk", "sourced_id").iterator(chunk_size=BATCH) if sid not in rows
             ]
-            for user in User.objects.filter(pk__in=gone):
+            for user in (user for batch in chunks(gone) for user in User.objects.filter(pk__in=batch)):
                 if user.pk in alumni:
                     self.count("users", "unchanged", user.school_id or 0)
                     continue
                 self._disable(user, "not in the roster", to_update, update_fields)
+        if to_update:
+            # A username may pass from one person to another in the same bundle (or two may swap):
+            # park the renamed ones on placeholders first so that no write meets a name still taken.
+            for batch in chunks(renamed):
+                User.objects.filter(pk__in=batch).update(
+                    username=Concat(Value("\u2060renaming-"), Cast("pk", CharField()))
+                )
+            User.objects.bulk_update(list(to_update.values()), sorted(update_fields), batch_size=BATCH)
         self._create_users(to_create)
         for user in to_create:
             self.count("users", "created", user.school_id or 0)
@@ -672,8 +710,6 @@ class _Importer:
                     label=user.username,
                 ),
             )
-        if to_update:
-            User.objects.bulk_update(list(to_update.values()), sorted(update_fields), batch_size=BATCH)
         self.sync_roster_roles()
 
     def _create_users(self, users: list[User]) -> None:
@@ -689,8 +725,12 @@ class _Importer:
             user.date_joined = joined
         insert_rows(User, fields, ([getattr(user, name) for name in fields] for user in users))
         by_sid = {user.sourced_id: user for user in users}
-        created = User.objects.filter(sourced_id__in=list(by_sid)).values_list("sourced_id", "pk")
-        for sourced_id, pk in created.iterator(chunk_size=BATCH):
+        created = (
+            pair
+            for batch in chunks(by_sid)
+            for pair in User.objects.filter(sourced_id__in=batch).values_list("sourced_id", "pk")
+        )
+        for sourced_id, pk in created:
             by_sid[sourced_id].pk = pk
             by_sid[sourced_id]._state.adding = False
 
@@ -749,13 +789,19 @@ class _Importer:
                 ),
             )
 
-    def school_year_end(self) -> int:
-        """The end year of the school year this roster is for."""
+    def school_year_end(self, school_id: int) -> int | None:
+        """The end year of the school year this roster is for: from the bundle, else from the school's stored years."""
         years = [
             (parse_date(row["startDate"]), parse_date(row["endDate"]), int(row["schoolYear"]))
             for row in self.bundle.live("academicSessions").values()
             if row["type"].strip() == "schoolYear"
         ]
+        if not years:
+            years = list(
+                AcademicSession.objects.filter(
+                    school_id=school_id, kind=AcademicSession.Kind.SCHOOL_YEAR, active=True
+                ).values_list("start_date", "end_date", "school_year")
+            )
         for start, end, year in sorted(years):
             if start <= self.today <= end:
                 return year
@@ -764,11 +810,11 @@ class _Importer:
             return upcoming[0][2]
         if years:
             return max(years, key=lambda y: y[1])[2]
-        return self.today.year + 1 if self.today.month >= 8 else self.today.year
+        return None
 
     def import_cohorts(self) -> None:
         rows = self.bundle.live("users")
-        end_year = self.school_year_end()
+        end_years: dict[int, int | None] = {}
         schools = {s.pk: s for s in self.schools.values()}
         targets: dict[int, tuple[int, int]] = {}  # user id -> (school id, graduation year)
         for sid, user in self.users.items():
@@ -780,9 +826,20 @@ class _Importer:
                 year = parse_cohort(cohort_value)
             else:
                 grade = parse_grade(row["grades"])
-                school = schools.get(user.school_id)
-                if grade is None or school is None:
-                    self.warn("users", row.line, "grades", "no grade or metadata.cohort: the student is in no cohort")
+                school = schools.get(user.school_id) or School.objects.get(pk=user.school_id)
+                if user.school_id not in end_years:
+                    end_years[user.school_id] = self.school_year_end(user.school_id)
+                end_year = end_years[user.school_id]
+                if end_year is None:
+                    continue  # no school year known here or in the bundle: the cohort stays as it is
+                if grade is None or not -1 <= grade <= school.final_grade:
+                    self.warn(
+                        "users",
+                        row.line,
+                        "grades",
+                        f"{row['grades'].strip()!r} is not a grade up to {school.final_grade} and there is no "
+                        "metadata.cohort: the student is in no cohort",
+                    )
                     continue
                 year = end_year + (school.final_grade - grade)
             targets[user.pk] = (user.school_id, year)
@@ -851,20 +908,22 @@ class _Importer:
         if not rows and self.bundle.mode("enrollments") != "bulk":
             return
         fields = self.ENROLLMENT_FIELDS
+        for row in self.bundle.live("enrollments").values():
+            self.school_for(row["schoolSourcedId"].strip())  # a delta may name schools no other file does
         # Plain tuples, not model instances: a school district has hundreds of thousands.
+        stored = Enrollment.objects.filter(sourced_id__isnull=False).values_list("pk", "sourced_id", *fields)
         existing: dict[str, tuple[int, tuple[Any, ...]]] = {
             sid: (pk, tuple(values))
-            for pk, sid, *values in Enrollment.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
-            .values_list("pk", "sourced_id", *fields)
-            .iterator(chunk_size=BATCH)
+            for pk, sid, *values in stored.filter(school_id__in=self.in_scope).iterator(chunk_size=BATCH)
         }
+        for batch in chunks(sid for sid in self.bundle.deleted("enrollments") if sid not in existing):
+            for pk, sid, *values in stored.filter(sourced_id__in=batch):
+                existing[sid] = (pk, tuple(values))
         wanted_users = {row["userSourcedId"].strip() for row in rows.values()} - set(self.users)
-        for user in User.objects.filter(sourced_id__in=list(wanted_users)).only(
-            "pk", "sourced_id", "school_id", "username"
-        ):
+        for user in by_sourced_id(User.objects.only("pk", "sourced_id", "school_id", "username"), wanted_users):
             self.users[user.sourced_id or ""] = user
         wanted_classes = {row["classSourcedId"].strip() for row in rows.values()} - set(self.classes)
-        for klass in SchoolClass.objects.filter(sourced_id__in=list(wanted_classes)):
+        for klass in by_sourced_id(SchoolClass.objects.all(), wanted_classes):
             self.classes[klass.sourced_id or ""] = klass
         to_create: list[tuple[str, tuple[Any, ...]]] = []
         to_update: dict[int, dict[str, Any]] = {}
@@ -936,11 +995,10 @@ class _Importer:
         if not to_create:
             return
         insert_rows(Enrollment, ("sourced_id", *self.ENROLLMENT_FIELDS), ((sid, *values) for sid, values in to_create))
-        ids = dict(
-            Enrollment.objects.filter(sourced_id__in=[sid for sid, _ in to_create])
-            .values_list("sourced_id", "pk")
-            .iterator(chunk_size=BATCH)
-        )
+        stored = Enrollment.objects.values_list("sourced_id", "pk")
+        ids = {
+            sid: pk for batch in chunks(sid for sid, _ in to_create) for sid, pk in stored.filter(sourced_id__in=batch)
+        }
         user_names = {u.pk: u.username for u in self.users.values()}
         class_titles = {c.pk: c.title for c in self.classes.values()}
         for sid, (school_id, class_id, user_id, role, _primary, begin, end, _active) in to_create:
@@ -993,7 +1051,9 @@ class _Importer:
         )
 
     def write_audit(self, source_name: str) -> None:
-        school_ids = sorted(self.in_scope | set(self.events))
+        school_ids = sorted(self.in_scope | self.touched | set(self.events))
+        if not school_ids:
+            school_ids = [0]  # nothing of any school: the import is still on the (platform's) record
         for school_id in school_ids:
             counts = self.per_school[school_id]
             entries = [

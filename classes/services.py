@@ -36,10 +36,17 @@ def grant_role(
         staff_role, created = StaffRole.objects.get_or_create(
             school=school, user=user, role=role, defaults={"source": StaffRole.Source.MANUAL}
         )
-        if not created and staff_role.active and set(staff_role.cohorts.all()) == set(cohort_list):
+        if (
+            not created
+            and staff_role.active
+            and staff_role.source == StaffRole.Source.MANUAL
+            and set(staff_role.cohorts.all()) == set(cohort_list)
+        ):
             return staff_role
+        # Given by hand, the role is no longer the roster's to take away.
         staff_role.active = True
-        staff_role.save(update_fields=["active"])
+        staff_role.source = StaffRole.Source.MANUAL
+        staff_role.save(update_fields=["active", "source"])
         staff_role.cohorts.set(cohort_list)
         record(
             "staff_role.granted",
@@ -79,6 +86,8 @@ def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: s
     if school_class.status != SchoolClass.Status.ACTIVE:
         raise ProvisioningError(f"{school_class} is archived.")
     with transaction.atomic():
+        if Enrollment.objects.filter(school_class=school_class, user=user, active=True).exists():
+            raise ProvisioningError(f"{user} is already enrolled in {school_class}.")
         enrollment = Enrollment.objects.create(
             school_id=school_class.school_id,
             school_class=school_class,

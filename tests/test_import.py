@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from datetime import date
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -475,3 +476,240 @@ def test_a_terminal_gets_a_progress_bar(
     assert "import: 100%" in captured.err
     assert "8/8" in captured.err
     assert "Imported b:" in captured.out
+
+
+def first_import(tmp_path: Path) -> None:
+    code, _, err = run(write(tmp_path / "first"))
+    assert code == 0, err
+
+
+ORGS_HEADER = FILES["orgs"].splitlines()[0]
+USERS_HEADER = FILES["users"].splitlines()[0]
+ENROLLMENTS_HEADER = FILES["enrollments"].splitlines()[0]
+CLASSES_HEADER = FILES["classes"].splitlines()[0]
+
+
+class TestHostileBundles:
+    """Odd and hostile input gets a clear problem (exit 2) or a warning, never a traceback or a leak."""
+
+    @pytest.mark.parametrize(
+        ("files", "expected"),
+        [
+            (changed(FILES, "classes", "cl3,,,Further Maths,", f"cl3,,,{'M' * 300},"), "classes.csv:4: title: is 300 characters long; at most 255 fit"),
+            (changed(FILES, "users", ",dan.dale,", f",{'d' * 200},"), "users.csv:9: username: is 200 characters long; at most 150 fit"),
+            (changed(FILES, "users", ",Dan,Dale,", ",D\x00n,Dale,"), "users.csv:9: givenName: contains a NUL character"),
+            (changed(FILES, "users", ",dan.dale,", ",Amy.Hill,"), "users.csv:9: username: duplicate username 'Amy.Hill' (first on line 2)"),
+            (changed(FILES, "orgs", "dep1,,,Hill Science Department,department,,s1,", "dep1,,,Hill Science Department,department,,d1,"), "orgs.csv:5: parentSourcedId: a department must sit under a school"),
+            (changed(FILES, "enrollments", "e2,,,cl1,s1,t1,teacher,true", "e2,,,cl1,s1,t1,teacher,perhaps"), "enrollments.csv:3: primary: must be true or false, not 'perhaps'"),
+        ],
+        ids=["long-title", "long-username", "nul", "username-case", "department-under-district", "bad-primary"],
+    )  # fmt: skip
+    def test_a_problem_not_a_crash(self, tmp_path: Path, files: dict[str, str], expected: str) -> None:
+        before = snapshot()
+        code, _, err = run(write(tmp_path / "b", files))
+        assert code == 2, err
+        assert expected in err.splitlines()
+        assert snapshot() == before
+
+    @pytest.mark.parametrize("grade", ["2100", "²", "Other"])
+    def test_a_grade_that_is_no_grade_is_a_warning(self, tmp_path: Path, grade: str) -> None:
+        code, out, err = run(write(tmp_path / "b", changed(FILES, "users", ",,,,,09,,,", f",,,,,{grade},,,")), "--json")
+        assert code == 0, err
+        assert any(w.startswith("users.csv:9: grades:") for w in json.loads(out)["warnings"])
+        with scopes_disabled():
+            assert not CohortMembership.objects.filter(user__sourced_id="u4").exists()
+
+    def test_long_names_fit_in_the_audit_log(self, tmp_path: Path) -> None:
+        files = changed(FILES, "classes", "cl3,,,Further Maths,", f"cl3,,,{'M' * 250},")
+        files = changed(files, "users", ",dan.dale,", f",{'d' * 140},")
+        assert run(write(tmp_path / "b", files))[0] == 0
+        with scopes_disabled():
+            label = AuditEvent.objects.get(action="enrollment.created", payload__user="d" * 140).target_label
+        assert len(label) == 255
+
+    def test_usernames_can_pass_between_people_and_swap(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        files = changed(FILES, "users", ",amy.hill,", ",amy.hill.old,")
+        files = changed(files, "users", ",ben.hill,", ",amy.hill,")  # Ben takes Amy's old name
+        files = changed(files, "users", ",ms.teach,", ",mr.aide,")
+        files = changed(files, "users", ",mr.aide,,Al,", ",ms.teach,,Al,")  # two staff swap
+        code, _, err = run(write(tmp_path / "two", files))
+        assert code == 0, err
+        with scopes_disabled():
+            names = dict(
+                User.objects.filter(sourced_id__in=["u1", "u2", "t1", "a1"]).values_list("sourced_id", "username")
+            )
+        assert names == {"u1": "amy.hill.old", "u2": "amy.hill", "t1": "mr.aide", "a1": "ms.teach"}
+
+    def test_a_delta_of_enrollments_alone(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        delta = {
+            "enrollments": ENROLLMENTS_HEADER
+            + "\ne4,tobedeleted,2026-11-01T00:00:00Z,,,,,,,\n"
+            + "e1,active,2026-11-01T00:00:00Z,cl1,s1,u1,aide,false,,\n"
+            + "e20,active,2026-11-01T00:00:00Z,cl2,dep1,u3,student,false,,\n"  # a department's class, orgs absent
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"enrollments": "delta"}
+        code, out, err = run(write(tmp_path / "delta", delta, modes), "--json")
+        assert code == 0, err
+        assert json.loads(out)["enrollments"] == {"created": 1, "updated": 1, "deactivated": 1, "unchanged": 0}
+        with scopes_disabled():
+            assert Enrollment.objects.get(sourced_id="e4").active is False
+            assert Enrollment.objects.get(sourced_id="e1").role == Enrollment.Role.AIDE
+            assert Enrollment.objects.get(sourced_id="e20").school_class.sourced_id == "cl2"
+            hill = School.objects.get(sourced_id="s1")
+            assert AuditEvent.objects.filter(school=hill, action="roster.imported").count() == 2
+
+    def test_a_delta_of_classes_without_courses(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        delta = {
+            "classes": CLASSES_HEADER
+            + "\ncl3,active,2026-11-01T00:00:00Z,Further Maths II,11,c2,MATF11,scheduled,,s2,t2,Maths,,\n"
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"classes": "delta"}
+        code, _, err = run(write(tmp_path / "delta", delta, modes))
+        assert code == 0, err
+        with scopes_disabled():
+            klass = SchoolClass.objects.get(sourced_id="cl3")
+        assert (klass.title, klass.course_title) == ("Further Maths II", "Maths, Further")
+
+    def test_deleted_orgs_carry_only_their_id(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        delta = {
+            "orgs": ORGS_HEADER
+            + "\ns2,tobedeleted,2026-11-01T00:00:00Z,,,,,\nd1,tobedeleted,2026-11-01T00:00:00Z,,,,,\n"
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"orgs": "delta"}
+        code, _, err = run(write(tmp_path / "delta", delta, modes))
+        assert code == 0, err
+        with scopes_disabled():
+            assert School.objects.get(sourced_id="s2").active is False
+            district = Organisation.objects.get(sourced_id="d1")
+            assert (district.name, district.active) == ("Valley Trust", False)
+            assert School.objects.get(sourced_id="s1").active is True
+
+    def test_a_school_row_in_a_delta_keeps_its_trust(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        delta = {"orgs": ORGS_HEADER + "\ns2,active,2026-11-01T00:00:00Z,Dale School,school,DS,d1,north\n"}
+        modes = dict.fromkeys(FILES, "absent") | {"orgs": "delta"}
+        assert run(write(tmp_path / "delta", delta, modes))[0] == 0
+        with scopes_disabled():
+            dale = School.objects.get(sourced_id="s2")
+            assert dale.organisation is not None
+            assert dale.organisation.sourced_id == "d1"
+
+    def test_a_one_school_export_leaves_its_sister_schools_alone(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        with scopes_disabled():
+            hill = School.objects.get(sourced_id="s1")
+        only_hill = changed(FILES, "orgs", "s2,,,Dale School,school,DS,d1,north\n", "")
+        only_hill = changed(only_hill, "classes", "cl3,,,Further Maths,11,c2,MATF11,scheduled,,s2,t2,Maths,,\n", "")
+        only_hill = changed(only_hill, "courses", 'c2,,,y2027,"Maths, Further",MATF,11,s2,Maths,\n', "")
+        only_hill = changed(only_hill, "users", "u4,,,true,s2,student,dan.dale,,Dan,Dale,,2001,,,,,09,,,\n", "")
+        only_hill = changed(only_hill, "users", 't2,,,true,"s2,s1",teacher,mr.both,,Bo,Both,,,,,,,,,,\n', "")
+        only_hill = changed(
+            only_hill, "enrollments", "e5,,,cl3,s2,u4,student,false,,\ne6,,,cl3,s2,t2,teacher,true,,\n", ""
+        )
+        only_hill = changed(only_hill, "demographics", "u4,,,,male\n", "")
+        import_bundle(write(tmp_path / "hill", only_hill), school_only=hill)
+        with scopes_disabled():
+            assert School.objects.get(sourced_id="s2").active is True
+            assert User.objects.get(sourced_id="u4").enabled is True
+            assert Enrollment.objects.get(sourced_id="e5").active is True
+            assert not AuditEvent.objects.filter(school__sourced_id="s2", action="school.deactivated").exists()
+
+    def test_a_school_admin_cannot_reach_another_school_through_a_delta(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        with scopes_disabled():
+            hill = School.objects.get(sourced_id="s1")
+        delta = {
+            "users": USERS_HEADER + "\nx1,active,2026-11-01T00:00:00Z,true,s2,student,intruder,,In,Truder,,,,,,,09,,,\n"
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"users": "delta"}
+        with pytest.raises(InvalidBundle) as caught:
+            import_bundle(write(tmp_path / "delta", delta, modes), school_only=hill)
+        assert [str(p) for p in caught.value.problems] == [
+            "users.csv:2: orgSourcedIds: names a school that is not yours"
+        ]
+        assert not User.objects.filter(username="intruder").exists()
+
+    def test_another_districts_ids_cannot_take_over_records(self, tmp_path: Path) -> None:
+        first_import(tmp_path)
+        other = {
+            "orgs": ORGS_HEADER + "\nx1,,,Far School,school,FS,,\n",
+            "users": USERS_HEADER + "\nu1,,,true,x1,student,zed.other,,Zed,Other,,,,,,,09,,,\n",
+            "enrollments": ENROLLMENTS_HEADER + "\n",
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"orgs": "bulk", "users": "bulk", "enrollments": "bulk"}
+        code, _, err = run(write(tmp_path / "other", other, modes))
+        assert code == 2
+        assert "users.csv:2: sourcedId: 'u1' is already used by a record of another school" in err
+        with scopes_disabled():
+            amy = User.objects.get(sourced_id="u1")
+        assert (amy.username, amy.school.sourced_id if amy.school else None) == ("amy.hill", "s1")
+
+    def test_a_delta_without_sessions_keeps_cohorts(self, tmp_path: Path) -> None:
+        # A school year from February to December: a guess from the calendar would move students.
+        files = changed(
+            FILES,
+            "academicSessions",
+            "y2027,,,2026-2027,schoolYear,2026-09-01,2027-07-31",
+            "y2027,,,2027,schoolYear,2027-02-01,2027-12-20",
+        )
+        files = changed(
+            files,
+            "academicSessions",
+            "t1,,,Autumn 2026,term,2026-09-01,2027-01-31",
+            "t1,,,Autumn 2026,term,2027-02-01,2027-06-30",
+        )
+        files = changed(
+            files,
+            "academicSessions",
+            "t2,,,Spring 2027,term,2027-02-01,2027-07-31",
+            "t2,,,Spring 2027,term,2027-07-01,2027-12-20",
+        )
+        import_bundle(write(tmp_path / "first", files), today=date(2027, 3, 1))
+        delta = {
+            "users": USERS_HEADER
+            + "\nu1,active,2027-09-01T00:00:00Z,true,s1,student,amy.hill,,Amy,Hill,,1001,amy.new@example.org,,,,12,,,Red\n"
+        }
+        modes = dict.fromkeys(FILES, "absent") | {"users": "delta"}
+        import_bundle(write(tmp_path / "delta", delta, modes), today=date(2027, 9, 10))
+        with scopes_disabled():
+            membership = CohortMembership.objects.get(user__sourced_id="u1", end_date__isnull=True)
+            assert membership.cohort.graduation_year == 2027
+            assert User.objects.get(sourced_id="u1").email == "amy.new@example.org"
+
+    def test_a_corrupt_zip(self, tmp_path: Path) -> None:
+        folder = write(tmp_path / "b")
+        archive = tmp_path / "bundle.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+            for file in folder.iterdir():
+                handle.write(file, file.name)
+        data = bytearray(archive.read_bytes())
+        data[200:260] = b"\xff" * 60  # damage the compressed data of the first member
+        archive.write_bytes(bytes(data))
+        code, _, err = run(archive)
+        assert code == 2
+        assert "cannot be read" in err
+
+    def test_a_role_given_by_hand_survives_the_roster(self, tmp_path: Path) -> None:
+        from classes.services import grant_role
+
+        first_import(tmp_path)
+        with scopes_disabled():
+            teacher = User.objects.get(sourced_id="t1")
+            assert teacher.school is not None
+            grant_role(actor=None, school=teacher.school, user=teacher, role=StaffRole.Role.TEACHER)
+        without_tess = changed(FILES, "users", "t1,,,TRUE,", "t1,,,false,")
+        run(write(tmp_path / "two", without_tess))
+        with scopes_disabled():
+            role = StaffRole.objects.get(user=teacher, role=StaffRole.Role.TEACHER)
+        assert role.source == StaffRole.Source.MANUAL
+        assert role.active is True
+
+
+def test_long_id_lists_are_split() -> None:
+    from classes.roster_import import chunks
+
+    assert [len(batch) for batch in chunks(range(12_001), size=5000)] == [5000, 5000, 2001]
