@@ -57,7 +57,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
-from commonroom.db import insert_rows
+from commonroom.db import insert_rows, values_where_in
 
 logger = logging.getLogger(__name__)
 
@@ -252,18 +252,16 @@ class _Importer:
                 target[sid] = schools[0] if schools else None
                 if self.school_only is not None and any(s != self.school_only.sourced_id for s in schools):
                     self.problems.append(Problem(f"{name}.csv", row.line, column, "names a school that is not yours"))
-            stored = model._base_manager.values_list("sourced_id", "school_id")
-            for batch in chunks(rows):
-                for sid, school_id in stored.filter(sourced_id__in=batch):
-                    if school_id is None or not self._may_move(school_id, target.get(sid)):
-                        self.problems.append(
-                            Problem(
-                                f"{name}.csv",
-                                rows[sid].line,
-                                "sourcedId",
-                                f"{sid!r} is already used by a record of another school",
-                            )
+            for sid, school_id in values_where_in(model, "sourced_id", rows, ("sourced_id", "school_id")):
+                if school_id is None or not self._may_move(school_id, target.get(sid)):
+                    self.problems.append(
+                        Problem(
+                            f"{name}.csv",
+                            rows[sid].line,
+                            "sourcedId",
+                            f"{sid!r} is already used by a record of another school",
                         )
+                    )
 
     @functools.cache  # noqa: B019  (one importer per import; the cache goes with it)
     def _school_sid(self, org_id: str) -> str | None:
@@ -725,12 +723,7 @@ class _Importer:
             user.date_joined = joined
         insert_rows(User, fields, ([getattr(user, name) for name in fields] for user in users))
         by_sid = {user.sourced_id: user for user in users}
-        created = (
-            pair
-            for batch in chunks(by_sid)
-            for pair in User.objects.filter(sourced_id__in=batch).values_list("sourced_id", "pk")
-        )
-        for sourced_id, pk in created:
+        for sourced_id, pk in values_where_in(User, "sourced_id", by_sid, ("sourced_id", "id")):
             by_sid[sourced_id].pk = pk
             by_sid[sourced_id]._state.adding = False
 
@@ -995,10 +988,7 @@ class _Importer:
         if not to_create:
             return
         insert_rows(Enrollment, ("sourced_id", *self.ENROLLMENT_FIELDS), ((sid, *values) for sid, values in to_create))
-        stored = Enrollment.objects.values_list("sourced_id", "pk")
-        ids = {
-            sid: pk for batch in chunks(sid for sid, _ in to_create) for sid, pk in stored.filter(sourced_id__in=batch)
-        }
+        ids = dict(values_where_in(Enrollment, "sourced_id", (sid for sid, _ in to_create), ("sourced_id", "id")))
         user_names = {u.pk: u.username for u in self.users.values()}
         class_titles = {c.pk: c.title for c in self.classes.values()}
         for sid, (school_id, class_id, user_id, role, _primary, begin, end, _active) in to_create:

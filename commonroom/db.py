@@ -9,7 +9,7 @@ so callers that need the new ids read them back by a key of their own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connection, models
@@ -18,17 +18,22 @@ from psycopg.types.json import Jsonb
 BATCH = 2000
 
 
+def _column(model: type[models.Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.column:
+        raise ValueError(f"{model.__name__}.{name} is not a column")
+    return field.column
+
+
 def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """Insert `rows` (values in the order of `fields`, by attribute name) into `model`'s table."""
     concrete = [model._meta.get_field(name) for name in fields]
-    if not all(isinstance(field, models.Field) and field.column for field in concrete):
-        raise ValueError(f"insert_rows takes concrete columns of {model.__name__}, not {fields}")
+    names = [_column(model, name) for name in fields]
     if connection.vendor != "postgresql":
         objects = [model(**dict(zip(fields, row, strict=True))) for row in rows]
         model._base_manager.bulk_create(objects, batch_size=BATCH)
         return len(objects)
     json_columns = [i for i, field in enumerate(concrete) if isinstance(field, models.JSONField)]
-    names = [field.column for field in concrete if isinstance(field, models.Field) and field.column]
     columns = ", ".join(connection.ops.quote_name(name) for name in names)
     table = connection.ops.quote_name(model._meta.db_table)
     count = 0
@@ -43,3 +48,28 @@ def insert_rows(model: type[models.Model], fields: Sequence[str], rows: Iterable
                 copy.write_row(row)
                 count += 1
     return count
+
+
+def values_where_in(
+    model: type[models.Model], key: str, keys: Iterable[Any], fields: Sequence[str]
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of `model` whose `key` is one of `keys`, as tuples of `fields`.
+
+    Tens of thousands of keys are one array parameter on PostgreSQL (`= ANY(%s)`);
+    elsewhere they go in batches small enough for SQLite's parameter limit.
+    """
+    keys = list(keys)
+    if not keys:
+        return
+    if connection.vendor == "postgresql":
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(_column(model, name)) for name in fields)
+        table = quote(model._meta.db_table)
+        # Names come from the model; the values are one bound parameter.
+        sql = f"SELECT {columns} FROM {table} WHERE {quote(_column(model, key))} = ANY(%s)"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [keys])
+            yield from cursor.fetchall()
+        return
+    for start in range(0, len(keys), 5000):
+        yield from model._base_manager.filter(**{f"{key}__in": keys[start : start + 5000]}).values_list(*fields)
