@@ -1,0 +1,69 @@
+"""Provisioning services refuse what a school would not want, and record what they do."""
+
+from __future__ import annotations
+
+import pytest
+from django_scopes import scopes_disabled
+
+from audit.models import AuditEvent
+from classes.models import Enrollment, StaffRole
+from classes.services import ProvisioningError, change_school_settings, end_enrollment, enroll, grant_role, revoke_role
+from tests.conftest import SchoolPeople
+
+pytestmark = pytest.mark.django_db
+
+
+def test_enrolling_twice_is_refused(school_a: SchoolPeople) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="already enrolled"):
+        enroll(actor=school_a.admin, school_class=school_a.school_class, user=school_a.student, role="student")
+
+
+def test_enrolling_across_schools_is_refused(school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="not a member"):
+        enroll(actor=school_a.admin, school_class=school_a.school_class, user=school_b.student, role="student")
+
+
+def test_an_ended_enrollment_can_start_again_and_both_are_recorded(school_a: SchoolPeople) -> None:
+    with scopes_disabled():
+        current = Enrollment.objects.get(user=school_a.student, school_class=school_a.school_class)
+        end_enrollment(actor=school_a.admin, enrollment=current, reason="moved set")
+        enroll(actor=school_a.admin, school_class=school_a.school_class, user=school_a.student, role="student")
+        actions = list(AuditEvent.objects.filter(actor=school_a.admin).order_by("seq").values_list("action", flat=True))
+    assert actions == ["enrollment.ended", "enrollment.created"]
+
+
+@pytest.mark.parametrize(
+    ("who", "role", "message"),
+    [("student", "moderator", "Students cannot hold staff roles"), ("teacher", "headteacher", "not a staff role")],
+)
+def test_bad_roles_are_refused(school_a: SchoolPeople, who: str, role: str, message: str) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match=message):
+        grant_role(actor=school_a.admin, school=school_a.school, user=getattr(school_a, who), role=role)
+
+
+def test_a_moderator_looks_after_their_own_schools_cohorts_only(school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="their own school"):
+        grant_role(
+            actor=school_a.admin,
+            school=school_a.school,
+            user=school_a.teacher,
+            role=StaffRole.Role.MODERATOR,
+            cohorts=[school_b.cohort],
+        )
+
+
+def test_granting_and_revoking_twice_records_once(school_a: SchoolPeople) -> None:
+    with scopes_disabled():
+        role = grant_role(
+            actor=school_a.admin, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR
+        )
+        grant_role(actor=school_a.admin, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR)
+        revoke_role(actor=school_a.admin, staff_role=role)
+        revoke_role(actor=school_a.admin, staff_role=role)
+        actions = list(AuditEvent.objects.filter(target_id=str(role.pk)).values_list("action", flat=True))
+    assert sorted(actions) == ["staff_role.granted", "staff_role.revoked"]
+
+
+def test_unknown_school_settings_are_refused(school_a: SchoolPeople) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="Unknown school setting"):
+        change_school_settings(actor=school_a.admin, school=school_a.school, quiet_hours="never")
