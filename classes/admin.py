@@ -14,8 +14,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -31,10 +32,25 @@ from classes.oneroster import BundleError
 from classes.roster_import import InvalidBundle, import_bundle
 
 
+class ProvisioningLoginForm(AdminAuthenticationForm):
+    """Sign-in for the admin: platform operators and school admins, whatever Django's is_staff says."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        if not user.is_active:
+            raise ValidationError(self.error_messages["inactive"], code="inactive")
+        if not access.may_provision(user):
+            raise ValidationError(
+                self.error_messages["invalid_login"],
+                code="invalid_login",
+                params={"username": self.username_field.verbose_name},
+            )
+
+
 class CommonroomAdminSite(admin.AdminSite):
     site_header = "Commonroom administration"
     site_title = "Commonroom"
     index_title = "Provisioning"
+    login_form = ProvisioningLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         return access.may_provision(request.user)
@@ -47,6 +63,8 @@ class CommonroomAdminSite(admin.AdminSite):
 
 
 admin_site = CommonroomAdminSite(name="admin")
+
+PRIVILEGED_ROLES = {StaffRole.Role.SCHOOL_ADMIN, StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
 
 
 class ProvisioningAdmin(admin.ModelAdmin[Any]):
@@ -294,10 +312,34 @@ class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works wit
         return access.may_provision(request.user)
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return access.may_provision(request.user)
+        if access.is_platform_operator(request.user):
+            return True
+        if not access.may_provision(request.user):
+            return False
+        # A school admin must not take over the accounts that watch over the school (or other admins'):
+        # changing their details or password is for a platform operator.
+        return (
+            obj is None
+            or not StaffRole.objects.filter(user_id=obj.pk, active=True, role__in=sorted(PRIVILEGED_ROLES)).exists()
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and response.status_code == 302:
+                person = self.get_object(request, id)
+                if person is not None:
+                    record(
+                        "person.password_set",
+                        school_id=person.school_id,
+                        actor=request.user,
+                        target=person,
+                        target_label=person.username,
+                    )
+        return response
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         school = access.administered_school(request.user)

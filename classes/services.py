@@ -17,6 +17,9 @@ class ProvisioningError(Exception):
     """An action that cannot be done as asked; the message says why."""
 
 
+PASTORAL_ROLES = {StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
+
+
 # -- staff roles -----------------------------------------------------------
 
 
@@ -32,6 +35,16 @@ def grant_role(
     cohort_list = cohorts or []
     if any(c.school_id != school.pk for c in cohort_list):
         raise ProvisioningError("A moderator can only look after cohorts of their own school.")
+    if actor is not None and actor.pk == user.pk and not actor.is_superuser:
+        raise ProvisioningError("Nobody can give a role to themselves; ask another admin.")
+    held = set(
+        StaffRole.objects.filter(school=school, user=user, active=True)
+        .exclude(role=role)
+        .values_list("role", flat=True)
+    )
+    if {role, *held} >= {StaffRole.Role.SCHOOL_ADMIN} and {role, *held} & PASTORAL_ROLES:
+        # Separation of duties: who provisions the school does not read its children's messages.
+        raise ProvisioningError("A school admin cannot also be a moderator or the safeguarding lead.")
     with transaction.atomic():
         staff_role, created = StaffRole.objects.get_or_create(
             school=school, user=user, role=role, defaults={"source": StaffRole.Source.MANUAL}

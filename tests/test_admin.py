@@ -181,3 +181,43 @@ def test_generic_admin_changes_are_audited(client: Client, school_a: SchoolPeopl
         updated = AuditEvent.objects.get(action="schoolclass.updated")
     assert (created.school_id, created.actor_id) == (school_a.school.pk, school_a.admin.pk)
     assert updated.payload == {"fields": ["title"], "via": "admin"}
+
+
+@pytest.mark.parametrize(("who", "allowed"), [("admin", True), ("teacher", False), ("safeguarding_lead", False)])
+def test_signing_in_through_the_admin_form(client: Client, school_a: SchoolPeople, who: str, allowed: bool) -> None:
+    user = getattr(school_a, who)
+    assert user.is_staff is False  # roles, not Django's is_staff, decide who provisions
+    response = client.post("/admin/login/?next=/admin/", {"username": user.username, "password": "pw"})
+    if allowed:
+        assert response.status_code == 302
+        assert response["Location"] == "/admin/"
+        assert client.get("/admin/").status_code == 200
+    else:
+        assert response.status_code == 200
+        assert "Please enter the correct username and password" in response.content.decode()
+
+
+def test_a_school_admin_cannot_take_over_the_safeguarding_lead(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    url = f"/admin/classes/user/{school_a.safeguarding_lead.pk}/password/"
+    response = client.post(url, {"password1": "a-new-Password-1", "password2": "a-new-Password-1"})
+    assert response.status_code == 403
+    school_a.safeguarding_lead.refresh_from_db()
+    assert school_a.safeguarding_lead.check_password("pw")
+    # Nor give themselves the role.
+    response = client.post("/admin/classes/staffrole/add/", {"user": school_a.admin.pk, "role": "safeguarding_lead"})
+    assert response.status_code == 403
+    with scopes_disabled():
+        assert not StaffRole.objects.filter(user=school_a.admin, role="safeguarding_lead").exists()
+
+
+def test_setting_a_students_password_is_audited(client: Client, school_a: SchoolPeople) -> None:
+    _login(client, school_a.admin)
+    url = f"/admin/classes/user/{school_a.student.pk}/password/"
+    response = client.post(url, {"password1": "a-new-Password-1", "password2": "a-new-Password-1"})
+    assert response.status_code == 302
+    school_a.student.refresh_from_db()
+    assert school_a.student.check_password("a-new-Password-1")
+    with scopes_disabled():
+        event = AuditEvent.objects.get(action="person.password_set")
+    assert (event.actor_id, event.target_id, event.payload) == (school_a.admin.pk, str(school_a.student.pk), {})

@@ -67,3 +67,20 @@ def test_granting_and_revoking_twice_records_once(school_a: SchoolPeople) -> Non
 def test_unknown_school_settings_are_refused(school_a: SchoolPeople) -> None:
     with scopes_disabled(), pytest.raises(ProvisioningError, match="Unknown school setting"):
         change_school_settings(actor=school_a.admin, school=school_a.school, quiet_hours="never")
+
+
+def test_a_school_admin_is_never_also_pastoral(school_a: SchoolPeople, operator: object) -> None:
+    with scopes_disabled():
+        with pytest.raises(ProvisioningError, match="cannot also be"):
+            grant_role(
+                actor=operator, school=school_a.school, user=school_a.admin, role=StaffRole.Role.SAFEGUARDING_LEAD
+            )
+        with pytest.raises(ProvisioningError, match="cannot also be"):
+            grant_role(
+                actor=operator, school=school_a.school, user=school_a.moderator, role=StaffRole.Role.SCHOOL_ADMIN
+            )
+
+
+def test_nobody_grants_themselves_a_role(school_a: SchoolPeople) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="themselves"):
+        grant_role(actor=school_a.teacher, school=school_a.school, user=school_a.teacher, role=StaffRole.Role.MODERATOR)
