@@ -6,7 +6,7 @@ import pytest
 from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
-from classes.models import Enrollment, StaffRole
+from classes.models import Enrollment, StaffRole, User
 from classes.services import ProvisioningError, change_school_settings, end_enrollment, enroll, grant_role, revoke_role
 from tests.conftest import SchoolPeople
 
@@ -69,7 +69,7 @@ def test_unknown_school_settings_are_refused(school_a: SchoolPeople) -> None:
         change_school_settings(actor=school_a.admin, school=school_a.school, quiet_hours="never")
 
 
-def test_a_school_admin_is_never_also_pastoral(school_a: SchoolPeople, operator: object) -> None:
+def test_a_school_admin_is_never_also_pastoral(school_a: SchoolPeople, operator: User) -> None:
     with scopes_disabled():
         with pytest.raises(ProvisioningError, match="cannot also be"):
             grant_role(
