@@ -229,14 +229,7 @@ class _Importer:
                             f"{row['username'].strip()!r} is already the username of another account",
                         )
                     )
-        if self.school_only is not None:
-            for sid, row in bundle.rows.get("orgs", {}).items():
-                if row["type"].strip() == "school" and sid != self.school_only.sourced_id:
-                    self.problems.append(
-                        Problem(
-                            "orgs.csv", row.line, "sourcedId", f"{sid!r} is not your school; ask a platform operator"
-                        )
-                    )
+        self.check_orgs()
         checks: list[tuple[str, str, type[Model], Callable[[Row], list[str]]]] = [
             ("users", "orgSourcedIds", User, lambda row: split_ids(row["orgSourcedIds"])),
             ("classes", "schoolSourcedId", SchoolClass, lambda row: [row["schoolSourcedId"].strip()]),
@@ -264,6 +257,30 @@ class _Importer:
                     )
 
     @functools.cache  # noqa: B019  (one importer per import; the cache goes with it)
+    def check_orgs(self) -> None:
+        """Departments sit under a school; a school admin's bundle changes no other school or organisation."""
+        own = self.school_only.sourced_id if self.school_only is not None else None
+        for sid, row in self.bundle.rows.get("orgs", {}).items():
+            kind = row["type"].strip()
+            if not row.deleted and kind == "department":
+                school = self._school_sid(row["parentSourcedId"].strip())
+                if school is None:
+                    self.problems.append(
+                        Problem("orgs.csv", row.line, "parentSourcedId", "a department must sit under a school")
+                    )
+                elif own is not None and school != own:
+                    self.problems.append(
+                        Problem("orgs.csv", row.line, "parentSourcedId", "names a school that is not yours")
+                    )
+            if own is None or sid == own:
+                continue
+            if kind == "school" or (row.deleted and School.objects.filter(sourced_id=sid).exists()):
+                self.problems.append(
+                    Problem("orgs.csv", row.line, "sourcedId", f"{sid!r} is not your school; ask a platform operator")
+                )
+            elif row.deleted and self._school_sid(sid) != own:
+                self.problems.append(Problem("orgs.csv", row.line, "sourcedId", f"{sid!r} is not yours to change"))
+
     def _school_sid(self, org_id: str) -> str | None:
         """The sourcedId of the school an org id stands for, in the bundle or stored (before anything is written)."""
         in_bundle = school_of(self.bundle, org_id)
@@ -330,6 +347,11 @@ class _Importer:
                         self.audit(
                             record.pk, Entry.about("school.deactivated", record, {"reason": "deleted in the roster"})
                         )
+                    else:
+                        self.audit(
+                            record.school_id or 0,
+                            Entry.about("organisation.deactivated", record, {"reason": "deleted in the roster"}),
+                        )
         live = self.bundle.live("orgs")
         wanted_ids = set(live) | {row["parentSourcedId"].strip() for row in live.values()}
         organisations = {o.sourced_id: o for o in Organisation.objects.filter(sourced_id__in=wanted_ids)}
@@ -342,11 +364,14 @@ class _Importer:
                 values = {"name": row["name"].strip(), "kind": kind, "active": True}
                 org = organisations.get(sid)
                 if org is None:
-                    organisations[sid] = Organisation.objects.create(sourced_id=sid, **values)
-                elif _changed(org, values):
+                    org = organisations[sid] = Organisation.objects.create(sourced_id=sid, **values)
+                    self.audit(0, Entry.about("organisation.created", org, values))  # above schools: the platform's log
+                elif changed := _changed(org, values):
+                    old = {name: getattr(org, name) for name in changed}
                     for name, value in values.items():
                         setattr(org, name, value)
                     org.save()
+                    self.audit(0, Entry.about("organisation.updated", org, {"old": old}))
             for sid, row in live.items():
                 org = organisations.get(sid)
                 parent = organisations.get(row["parentSourcedId"].strip())

@@ -713,3 +713,33 @@ def test_long_id_lists_are_split() -> None:
     from classes.roster_import import chunks
 
     assert [len(batch) for batch in chunks(range(12_001), size=5000)] == [5000, 5000, 2001]
+
+
+@pytest.mark.parametrize(
+    ("orgs", "expected"),
+    [
+        ("\ns2,tobedeleted,2026-11-01T00:00:00Z,,department,,,\n", "orgs.csv:2: sourcedId: 's2' is not your school; ask a platform operator"),
+        ("\nd1,tobedeleted,2026-11-01T00:00:00Z,,,,,\n", "orgs.csv:2: sourcedId: 'd1' is not yours to change"),
+        ("\ndep9,active,2026-11-01T00:00:00Z,Trojan Department,department,,s2,\n", "orgs.csv:2: parentSourcedId: names a school that is not yours"),
+    ],
+    ids=["delete-sister-school", "delete-trust", "department-of-sister-school"],
+)  # fmt: skip
+def test_a_school_admins_org_rows_stay_in_their_school(tmp_path: Path, orgs: str, expected: str) -> None:
+    first_import(tmp_path)
+    with scopes_disabled():
+        hill = School.objects.get(sourced_id="s1")
+    modes = dict.fromkeys(FILES, "absent") | {"orgs": "delta"}
+    with pytest.raises(InvalidBundle) as caught:
+        import_bundle(write(tmp_path / "delta", {"orgs": ORGS_HEADER + orgs}, modes), school_only=hill)
+    assert expected in [str(p) for p in caught.value.problems]
+    with scopes_disabled():
+        assert School.objects.get(sourced_id="s2").active is True
+        assert Organisation.objects.get(sourced_id="d1").active is True
+
+
+def test_organisation_changes_are_audited(tmp_path: Path) -> None:
+    first_import(tmp_path)
+    with scopes_disabled():
+        created = AuditEvent.objects.get(action="organisation.created")
+    assert created.chain == "platform"
+    assert created.payload["name"] == "Valley Trust"
