@@ -47,6 +47,12 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         self._record_reading(request, {"query": request.GET.urlencode()})
         return super().changelist_view(request, extra_context)
 
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        self._record_reading(request, {"event": object_id, "page": "history"})
+        return super().history_view(request, object_id, extra_context)
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:

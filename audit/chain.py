@@ -18,7 +18,11 @@ from uuid import UUID
 
 GENESIS_HASH = "0" * 64
 
-SECRET_KEY_PARTS = ("password", "secret", "token", "api_key", "apikey", "credential", "private_key", "session")
+# Key fragments that mark a secret. ("session" alone is not one: rosters have academic sessions.)
+SECRET_KEY_PARTS = (
+    "password", "secret", "token", "api_key", "apikey", "credential", "private_key",
+    "session_key", "sessionid", "cookie",
+)  # fmt: skip
 MASK = "********"
 
 

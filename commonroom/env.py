@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -25,7 +25,7 @@ def env_str(name: str, default: str | None = None) -> str | None:
 
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
-    if value is None:
+    if value is None or not value.strip():
         return default
     lowered = value.strip().lower()
     if lowered in _TRUE:
@@ -46,6 +46,26 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}.")
     return number
+
+
+def env_choice(name: str, default: str, choices: set[str]) -> str:
+    value = (os.environ.get(name) or "").strip() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(sorted(choices))}, not {value!r}.")
+    return value
+
+
+def origins(name: str) -> list[str]:
+    """CSRF_TRUSTED_ORIGINS-style list: scheme and host, such as https://school.example.org."""
+    values = env_list(name, [])
+    for origin in values:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ImproperlyConfigured(
+                f"{name} must be a comma-separated list of origins such as "
+                f"'https://school.example.org', not {origin!r}."
+            )
+    return values
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

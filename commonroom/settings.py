@@ -9,7 +9,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from commonroom.env import env_bool, env_int, env_str, env_url, hosts
+from commonroom.env import env_bool, env_choice, env_int, env_str, env_url, hosts, origins
 
 # Lets generic classes such as ModelAdmin[Model] be subscripted at run time, as the type stubs allow.
 django_stubs_ext.monkeypatch()
@@ -30,9 +30,7 @@ if not _secret_key:
 SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = hosts("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = [
-    origin.strip() for origin in (env_str("CSRF_TRUSTED_ORIGINS") or "").split(",") if origin.strip()
-]
+CSRF_TRUSTED_ORIGINS = origins("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
@@ -160,11 +158,18 @@ if not DEBUG:
     # Only trust X-Forwarded-Proto when a TLS proxy in front of daphne sets it.
     if env_bool("BEHIND_TLS_PROXY", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+    # The health check is asked over plain HTTP from inside the container.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}),
+    },
 }

@@ -318,3 +318,19 @@ def test_concurrent_appends_never_fork_the_chain() -> None:
     report = verify_chain(chain_for_school(school.pk))
     assert report.intact, report.finding
     assert report.events == 80
+
+
+def test_verify_names_a_missing_school() -> None:
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="no school with id 424242"):
+        call_command("audit_verify", "--school", "424242")
+
+
+def test_roster_words_are_not_mistaken_for_secrets() -> None:
+    from audit.chain import clean_payload
+
+    cleaned = clean_payload(
+        {"sessions": 3, "modes": {"academicSessions": "bulk"}, "session_key": "abc", "csrf_cookie": "x"}
+    )
+    assert cleaned == {"sessions": 3, "modes": {"academicSessions": "bulk"}, "session_key": MASK, "csrf_cookie": MASK}

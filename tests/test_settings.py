@@ -39,8 +39,22 @@ def start(**variables: str) -> subprocess.CompletedProcess[str]:
         ({"DEBUG": "1", "REDIS_URL": "http://localhost:6379"}, "REDIS_URL must be a URL starting with"),
         ({"DEBUG": "1", "ALLOWED_HOSTS": "https://school.example.org"}, "ALLOWED_HOSTS must be a comma-separated list"),
         ({"DEBUG": "1", "DATABASE_CONN_MAX_AGE": "soon"}, "DATABASE_CONN_MAX_AGE must be a whole number"),
+        ({"DEBUG": "1", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of CRITICAL, DEBUG, ERROR, INFO, WARNING"),
+        (
+            {"DEBUG": "1", "CSRF_TRUSTED_ORIGINS": "school.example.org"},
+            "CSRF_TRUSTED_ORIGINS must be a comma-separated list of origins",
+        ),
     ],
-    ids=["secret-key", "debug", "database-url", "redis-url", "allowed-hosts", "conn-max-age"],
+    ids=[
+        "secret-key",
+        "debug",
+        "database-url",
+        "redis-url",
+        "allowed-hosts",
+        "conn-max-age",
+        "log-level",
+        "csrf-origins",
+    ],
 )
 def test_a_wrong_value_stops_start_up(variables: dict[str, str], message: str) -> None:
     result = start(**variables)
@@ -59,6 +73,8 @@ def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X_LIST", "a, b,,c")
     monkeypatch.setenv("X_INT", "-3")
     assert env.env_bool("X_BOOL") is True
+    monkeypatch.setenv("X_EMPTY", "")
+    assert env.env_bool("X_EMPTY", default=True) is True  # set but empty: the default, not "off"
     assert env.env_list("X_LIST", []) == ["a", "b", "c"]
     with pytest.raises(ImproperlyConfigured, match="X_INT must be at least 0"):
         env.env_int("X_INT", 1, minimum=0)

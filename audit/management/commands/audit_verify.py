@@ -6,9 +6,13 @@ import sys
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.services import chains, verify_chain
+
+# audit/ sits below classes/ and does not import it; the school model is looked up by name.
+School: Any = apps.get_model("classes", "School")
 
 
 class Command(BaseCommand):
@@ -18,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--school", type=int, help="Verify only this school's chain.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        school_id = options["school"]
+        if school_id is not None and not School.objects.with_scopes_disabled().filter(pk=school_id).exists():
+            raise CommandError(f"--school: there is no school with id {school_id}.")
         started = time.perf_counter()
         broken = 0
         total = 0
