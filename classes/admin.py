@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -362,6 +363,13 @@ admin_site.register(AuditEvent, AuditEventAdmin)
 
 class ImportRosterForm(forms.Form):
     bundle = forms.FileField(help_text="A OneRoster 1.1 CSV bundle as a .zip file.")
+
+    def clean_bundle(self) -> Any:
+        upload = self.cleaned_data["bundle"]
+        limit = settings.ROSTER_UPLOAD_MAX_MB
+        if upload.size > limit * 1024 * 1024:
+            raise ValidationError(f"The file is larger than {limit} MB; import it with `manage.py import_oneroster`.")
+        return upload
 
 
 def import_roster_view(request: HttpRequest) -> HttpResponse:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 from django.utils import timezone
@@ -194,18 +195,32 @@ def current_school_year(school: School, today: date) -> AcademicSession | None:
     )
 
 
-def close_year(*, actor: User | None, school: School, today: date | None = None) -> YearClosed:
+CLOSING_WINDOW = timedelta(weeks=8)
+
+
+def school_today(school: School) -> date:
+    """Today's date where the school is."""
+    return timezone.localtime(timezone.now(), ZoneInfo(school.time_zone)).date()
+
+
+def close_year(*, actor: User | None, school: School, today: date | None = None, early: bool = False) -> YearClosed:
     """Graduate the final-year cohort, archive the year's classes and end their enrollments.
 
     One audited event records everything it did. The next year's roster is
-    imported afterwards.
+    imported afterwards. A year can be closed from eight weeks before its end
+    (`early` lifts that guard against closing the wrong year by mistake).
     """
-    today = today or timezone.localdate()
+    today = today or school_today(school)
     with transaction.atomic():
         school = School.objects.select_for_update().get(pk=school.pk)
         year = current_school_year(school, today)
         if year is None:
             raise ProvisioningError(f"{school} has no open school year that has started by {today:%Y-%m-%d}.")
+        if not early and today < year.end_date - CLOSING_WINDOW:
+            raise ProvisioningError(
+                f"The {year.title} school year ends on {year.end_date:%Y-%m-%d}; it can be closed from "
+                f"{year.end_date - CLOSING_WINDOW:%Y-%m-%d} (or earlier on purpose, with --early)."
+            )
         cohort = Cohort.objects.filter(
             school=school, graduation_year=year.school_year, status=Cohort.Status.ACTIVE
         ).first()

@@ -144,6 +144,8 @@ STORAGES = {
     },
 }
 
+# The largest roster bundle the admin accepts as an upload (larger ones: the command line).
+ROSTER_UPLOAD_MAX_MB = env_int("ROSTER_UPLOAD_MAX_MB", 200, minimum=1)
 # An uploaded roster bundle may be large; Django streams big uploads to disk.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

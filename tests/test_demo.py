@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 def seed() -> str:
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--force", stdout=out)
     return out.getvalue()
 
 
@@ -66,3 +66,12 @@ def test_the_demo_admin_can_provision(client: Client) -> None:
     seed()
     client.login(username="demo.admin", password=DEMO_PASSWORD)
     assert client.get("/admin/classes/schoolclass/").status_code == 200
+
+
+def test_the_demo_is_not_seeded_in_production() -> None:
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="only with DEBUG on"):
+        call_command("seed_demo")
+    with scopes_disabled():
+        assert not User.objects.filter(username="demo.operator").exists()

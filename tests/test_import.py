@@ -743,3 +743,15 @@ def test_organisation_changes_are_audited(tmp_path: Path) -> None:
         created = AuditEvent.objects.get(action="organisation.created")
     assert created.chain == "platform"
     assert created.payload["name"] == "Valley Trust"
+
+
+def test_an_upload_over_the_limit_is_refused(client: Client, settings: Any) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.ROSTER_UPLOAD_MAX_MB = 1
+    User.objects.create_superuser("op", password="pw")
+    client.login(username="op", password="pw")
+    big = SimpleUploadedFile("bundle.zip", b"x" * (1024 * 1024 + 1), content_type="application/zip")
+    response = client.post("/admin/import-roster/", {"bundle": big})
+    assert response.status_code == 200
+    assert "larger than 1 MB" in response.content.decode()

@@ -142,3 +142,23 @@ def test_the_admin_closes_a_year_too(client: Client, imported: School) -> None:
     assert "Class of 2027 graduated (1 students)" in response.content.decode()
     with scopes_disabled():
         assert Cohort.objects.get(school=imported, graduation_year=2027).status == Cohort.Status.GRADUATED
+
+
+def test_a_year_far_from_its_end_is_closed_only_on_purpose(imported: School) -> None:
+    with time_machine.travel(date(2026, 11, 22)):
+        with pytest.raises(CommandError, match="ends on 2027-07-31; it can be closed from 2027-06-05"):
+            close(imported)
+        out = StringIO()
+        call_command("close_year", "--school", str(imported.pk), "--early", stdout=out)
+    assert json.loads(out.getvalue())["graduated_cohort"] == 2027
+
+
+def test_today_is_the_schools_today(imported: School) -> None:
+    from classes.services import school_today
+
+    with scopes_disabled():
+        School.objects.filter(pk=imported.pk).update(time_zone="Pacific/Auckland")
+        imported.refresh_from_db()
+    with time_machine.travel("2027-06-04T12:30:00+00:00"):  # already 5 June in Auckland
+        assert school_today(imported) == date(2027, 6, 5)
+        close(imported)

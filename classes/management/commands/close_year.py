@@ -19,6 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--school", type=int, required=True, help="The school's id.")
         parser.add_argument("--actor", help="Username of the person closing the year (recorded in the audit log).")
+        parser.add_argument(
+            "--early", action="store_true", help="Close the year although it ends more than eight weeks from today."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         with scopes_disabled():
@@ -32,7 +35,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--actor: no account named {options['actor']!r}.")
         with school_scope(school):
             try:
-                result = close_year(actor=actor, school=school)
+                result = close_year(actor=actor, school=school, early=options["early"])
             except ProvisioningError as exc:
                 raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(result.as_dict(), sort_keys=True))
