@@ -51,6 +51,26 @@ def may_provision(user: Any, school: School | None = None) -> bool:
     return administered is not None and (school is None or school.pk == administered.pk)
 
 
+PRIVILEGED_ROLES = {StaffRole.Role.SCHOOL_ADMIN, StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
+
+
+def may_manage_account(user: Any, person: Any) -> bool:
+    """May `user` change `person`'s account (details, password)?
+
+    School admins manage the accounts of their school, except those that watch
+    over it (admins, moderators, the safeguarding lead): taking one of those
+    over would undo the separation of duties, so only a platform operator may.
+    """
+    if is_platform_operator(user):
+        return True
+    school = administered_school(user)
+    if school is None or person.school_id != school.pk:
+        return False
+    with scopes_disabled():
+        privileged = StaffRole.objects.filter(user_id=person.pk, active=True, role__in=sorted(PRIVILEGED_ROLES))
+        return not privileged.exists()
+
+
 def people_of(school: School) -> Any:
     """The people of one school (User has no scoped manager; see its docstring)."""
     return User.objects.filter(school=school)

@@ -65,8 +65,6 @@ class CommonroomAdminSite(admin.AdminSite):
 
 admin_site = CommonroomAdminSite(name="admin")
 
-PRIVILEGED_ROLES = {StaffRole.Role.SCHOOL_ADMIN, StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
-
 
 class ProvisioningAdmin(admin.ModelAdmin[Any]):
     """Visible to platform operators and school admins; never deletes; keeps objects in their school."""
@@ -313,16 +311,9 @@ class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works wit
         return access.may_provision(request.user)
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        if access.is_platform_operator(request.user):
-            return True
-        if not access.may_provision(request.user):
-            return False
-        # A school admin must not take over the accounts that watch over the school (or other admins'):
-        # changing their details or password is for a platform operator.
-        return (
-            obj is None
-            or not StaffRole.objects.filter(user_id=obj.pk, active=True, role__in=sorted(PRIVILEGED_ROLES)).exists()
-        )
+        if obj is None:
+            return access.may_provision(request.user)
+        return access.may_manage_account(request.user, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
