@@ -9,7 +9,7 @@ PORT ?= 8000
 .PHONY: install demo serve test lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -c 'import sys; sys.exit("Commonroom needs Python 3.11 (set PYTHON=...)" if sys.version_info[:2] != (3, 11) else 0)'
+	@$(PYTHON) -c 'import sys; sys.exit("Commonroom needs Python 3.11 (set PYTHON=...)" if sys.version_info[:2] != (3, 11) else 0)'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
