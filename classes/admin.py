@@ -270,7 +270,10 @@ class StaffRoleAdmin(ProvisioningAdmin):
     @admin.action(description="Revoke the selected roles")
     def revoke_roles(self, request: HttpRequest, queryset: QuerySet[StaffRole]) -> None:
         for staff_role in queryset.select_related("user"):
-            services.revoke_role(actor=request.user, staff_role=staff_role)  # type: ignore[arg-type]
+            try:
+                services.revoke_role(actor=request.user, staff_role=staff_role)  # type: ignore[arg-type]
+            except services.ProvisioningError as exc:
+                self.message_user(request, f"{staff_role}: {exc}", messages.ERROR)
 
 
 @admin.register(User, site=admin_site)

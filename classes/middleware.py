@@ -12,6 +12,8 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django_scopes import scope, scopes_disabled
 
+from classes.access import is_platform_operator
+
 
 class SchoolScopeMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -19,7 +21,7 @@ class SchoolScopeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        if user.is_authenticated and user.is_superuser and getattr(user, "school_id", None) is None:
+        if is_platform_operator(user):
             with scopes_disabled():
                 return self.get_response(request)
         school_id = getattr(user, "school_id", None) if user.is_authenticated else None

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import Entry, record, record_many
+from classes import access
 from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
 
 
@@ -19,6 +20,24 @@ class ProvisioningError(Exception):
 
 
 PASTORAL_ROLES = {StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
+
+
+def _check_role_change(actor: User | None, user: User, role: str) -> None:
+    """Who may give or take a role. `actor` None is the system itself (the roster import, the demo seed).
+
+    Roles that read children's messages or provision the school are given and
+    taken by a platform operator only: a school admin, who can set the passwords
+    of their school's accounts, could otherwise hand one of those accounts (or
+    their own) the safeguarding lead's reach.
+    """
+    if actor is None or access.is_platform_operator(actor):
+        return
+    if actor.pk == user.pk:
+        raise ProvisioningError("Nobody can give or take a role of their own; ask another admin.")
+    if role in access.PRIVILEGED_ROLES:
+        raise ProvisioningError(
+            "Only a platform operator can appoint or remove admins, moderators and safeguarding leads."
+        )
 
 
 # -- staff roles -----------------------------------------------------------
@@ -36,8 +55,7 @@ def grant_role(
     cohort_list = cohorts or []
     if any(c.school_id != school.pk for c in cohort_list):
         raise ProvisioningError("A moderator can only look after cohorts of their own school.")
-    if actor is not None and actor.pk == user.pk and not actor.is_superuser:
-        raise ProvisioningError("Nobody can give a role to themselves; ask another admin.")
+    _check_role_change(actor, user, role)
     held = set(
         StaffRole.objects.filter(school=school, user=user, active=True)
         .exclude(role=role)
@@ -74,6 +92,7 @@ def grant_role(
 
 
 def revoke_role(*, actor: User | None, staff_role: StaffRole) -> None:
+    _check_role_change(actor, staff_role.user, staff_role.role)
     with transaction.atomic():
         if not staff_role.active:
             return

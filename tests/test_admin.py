@@ -99,6 +99,24 @@ def test_granting_a_role_is_audited_and_stays_in_school(
     client: Client, school_a: SchoolPeople, school_b: SchoolPeople
 ) -> None:
     _login(client, school_a.admin)
+    response = client.post("/admin/classes/staffrole/add/", {"user": school_a.aide.pk, "role": "teacher"})
+    assert response.status_code == 302, response.content
+    with scopes_disabled():
+        assert StaffRole.objects.get(user=school_a.aide, role="teacher").source == StaffRole.Source.MANUAL
+        event = AuditEvent.objects.get(action="staff_role.granted", school=school_a.school)
+        assert (event.actor_id, event.payload["role"]) == (school_a.admin.pk, "teacher")
+    # Someone of another school is not a choice.
+    response = client.post("/admin/classes/staffrole/add/", {"user": school_b.teacher.pk, "role": "teacher"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    with scopes_disabled():
+        assert not StaffRole.objects.filter(user=school_b.teacher, role="teacher", school=school_a.school).exists()
+
+
+def test_an_operator_appoints_a_moderator_for_some_cohorts(
+    client: Client, school_a: SchoolPeople, operator: User
+) -> None:
+    _login(client, operator)
     response = client.post(
         "/admin/classes/staffrole/add/",
         {"user": school_a.teacher.pk, "role": "moderator", "cohorts": [school_a.cohort.pk]},
@@ -107,20 +125,13 @@ def test_granting_a_role_is_audited_and_stays_in_school(
     with scopes_disabled():
         role = StaffRole.objects.get(user=school_a.teacher, role="moderator")
         assert list(role.cohorts.all()) == [school_a.cohort]
-        event = AuditEvent.objects.get(action="staff_role.granted", school=school_a.school)
-        assert event.payload["role"] == "moderator"
-    # Someone of another school is not a choice.
-    response = client.post("/admin/classes/staffrole/add/", {"user": school_b.teacher.pk, "role": "moderator"})
-    assert response.status_code == 200
-    assert "Select a valid choice" in response.content.decode()
-    with scopes_disabled():
-        assert not StaffRole.objects.filter(user=school_b.teacher, role="moderator").exists()
+        assert AuditEvent.objects.get(action="staff_role.granted", school=school_a.school).actor_id == operator.pk
 
 
 def test_revoking_and_ending_are_audited(client: Client, school_a: SchoolPeople) -> None:
     _login(client, school_a.admin)
     with scopes_disabled():
-        role = StaffRole.objects.get(user=school_a.moderator, role="moderator")
+        role = StaffRole.objects.get(user=school_a.other_teacher, role="teacher")
         enrollment = Enrollment.objects.get(user=school_a.student)
     client.post("/admin/classes/staffrole/", {"action": "revoke_roles", "_selected_action": [role.pk]})
     client.post("/admin/classes/enrollment/", {"action": "end_enrollments", "_selected_action": [enrollment.pk]})
@@ -207,8 +218,31 @@ def test_a_school_admin_cannot_take_over_the_safeguarding_lead(client: Client, s
     # Nor give themselves the role.
     response = client.post("/admin/classes/staffrole/add/", {"user": school_a.admin.pk, "role": "safeguarding_lead"})
     assert response.status_code == 403
+    # Nor take the role away, so that the account becomes theirs to reset, and hand it back.
     with scopes_disabled():
-        assert not StaffRole.objects.filter(user=school_a.admin, role="safeguarding_lead").exists()
+        dsl_role = StaffRole.objects.get(user=school_a.safeguarding_lead, role="safeguarding_lead")
+    response = client.post(
+        "/admin/classes/staffrole/", {"action": "revoke_roles", "_selected_action": [dsl_role.pk]}, follow=True
+    )
+    assert "Only a platform operator can appoint or remove" in response.content.decode()
+    dsl_role.refresh_from_db()
+    assert dsl_role.active is True
+    # Nor make a new account of their own into a safeguarding lead.
+    response = client.post(
+        "/admin/classes/user/add/",
+        {"username": "new.dsl", "given_name": "New", "family_name": "Lead", "role": "staff",
+         "password1": "a-new-Password-1", "password2": "a-new-Password-1"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content
+    newcomer = User.objects.get(username="new.dsl")
+    response = client.post("/admin/classes/staffrole/add/", {"user": newcomer.pk, "role": "safeguarding_lead"})
+    assert response.status_code == 403
+    with scopes_disabled():
+        assert (
+            not StaffRole.objects.filter(role="safeguarding_lead", active=True)
+            .exclude(user=school_a.safeguarding_lead)
+            .exists()
+        )
 
 
 def test_setting_a_students_password_is_audited(client: Client, school_a: SchoolPeople) -> None:

@@ -52,14 +52,12 @@ def test_a_moderator_looks_after_their_own_schools_cohorts_only(school_a: School
         )
 
 
-def test_granting_and_revoking_twice_records_once(school_a: SchoolPeople) -> None:
+def test_granting_and_revoking_twice_records_once(school_a: SchoolPeople, operator: User) -> None:
     with scopes_disabled():
-        role = grant_role(
-            actor=school_a.admin, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR
-        )
-        grant_role(actor=school_a.admin, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR)
-        revoke_role(actor=school_a.admin, staff_role=role)
-        revoke_role(actor=school_a.admin, staff_role=role)
+        role = grant_role(actor=operator, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR)
+        grant_role(actor=operator, school=school_a.school, user=school_a.aide, role=StaffRole.Role.MODERATOR)
+        revoke_role(actor=operator, staff_role=role)
+        revoke_role(actor=operator, staff_role=role)
         actions = list(AuditEvent.objects.filter(target_id=str(role.pk)).values_list("action", flat=True))
     assert sorted(actions) == ["staff_role.granted", "staff_role.revoked"]
 
@@ -82,5 +80,13 @@ def test_a_school_admin_is_never_also_pastoral(school_a: SchoolPeople, operator:
 
 
 def test_nobody_grants_themselves_a_role(school_a: SchoolPeople) -> None:
-    with scopes_disabled(), pytest.raises(ProvisioningError, match="themselves"):
-        grant_role(actor=school_a.teacher, school=school_a.school, user=school_a.teacher, role=StaffRole.Role.MODERATOR)
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="role of their own"):
+        grant_role(actor=school_a.admin, school=school_a.school, user=school_a.admin, role=StaffRole.Role.TEACHER)
+
+
+@pytest.mark.parametrize(
+    "role", [StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD, StaffRole.Role.SCHOOL_ADMIN]
+)
+def test_only_an_operator_appoints_who_reads_or_provisions(school_a: SchoolPeople, role: str) -> None:
+    with scopes_disabled(), pytest.raises(ProvisioningError, match="Only a platform operator"):
+        grant_role(actor=school_a.admin, school=school_a.school, user=school_a.teacher, role=role)
