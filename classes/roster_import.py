@@ -480,6 +480,15 @@ class _Importer:
             (s.school_id, s.sourced_id): s
             for s in AcademicSession.objects.filter(school_id__in=self.in_scope, sourced_id__isnull=False)
         }
+        if self.bundle.mode("academicSessions") == "delta":
+            # A delta may change sessions of schools no other file of the bundle names.
+            stored = AcademicSession.objects.filter(sourced_id__in=list(rows))
+            if self.school_only is not None:
+                stored = stored.filter(school=self.school_only)
+            for stored_session in stored:
+                key = (stored_session.school_id, stored_session.sourced_id or "")
+                existing.setdefault(key, stored_session)
+                wanted.setdefault(key, rows[key[1]])
         created: list[AcademicSession] = []
         for key, row in wanted.items():
             school_id, sid = key
@@ -693,6 +702,27 @@ class _Importer:
             self.audit(
                 user.school_id or 0,
                 Entry.about(action, user, {"old": old, "new": {n: values[n] for n in changed}}, label=user.username),
+            )
+        # Birth dates of people the users file does not list (a demographics delta on its own).
+        others = by_sourced_id(User.objects.all(), [sid for sid in birth_dates if sid not in rows])
+        for user in others:
+            birth_date = birth_dates[user.sourced_id or ""]
+            if user.birth_date == birth_date or (
+                self.school_only is not None and user.school_id != self.school_only.pk
+            ):
+                continue
+            old_birth_date, user.birth_date = user.birth_date, birth_date
+            to_update[user.pk] = user
+            update_fields.add("birth_date")
+            self.count("users", "updated", user.school_id or 0)
+            self.audit(
+                user.school_id or 0,
+                Entry.about(
+                    "person.updated",
+                    user,
+                    {"old": {"birth_date": old_birth_date}, "new": {"birth_date": birth_date}},
+                    label=user.username,
+                ),
             )
         if self.bundle.mode("users") == "bulk":
             alumni = set(
@@ -970,7 +1000,7 @@ class _Importer:
                 klass.pk,
                 user.pk,
                 ENROLLMENT_ROLES[row["role"].strip()],
-                row["primary"].strip().lower() == "true",
+                bool(row["primary"].strip()) and parse_bool(row["primary"]),
                 parse_date(begin) if begin else None,
                 parse_date(end) if end else None,
                 True,

@@ -74,12 +74,21 @@ class TestAppending:
             "prev_hash": stored.prev_hash,
         }
         assert stored.hash == event_hash(**fields)
-        for name, other in [
-            ("action", "test.other"),
-            ("payload", {"n": 1}),
-            ("actor_label", "someone"),
-            ("prev_hash", "f" * 64),
-        ]:
+        others = {
+            "chain": "school:999",
+            "created": stored.created + timedelta(microseconds=1),
+            "school_id": 999,
+            "actor_id": 999,
+            "actor_label": "someone",
+            "action": "test.other",
+            "target_type": "classes.user",
+            "target_id": "999",
+            "target_label": "someone else",
+            "payload": {"n": 1},
+            "prev_hash": "f" * 64,
+        }
+        assert set(others) == set(fields)  # every field the hash takes
+        for name, other in others.items():
             assert event_hash(**{**fields, name: other}) != stored.hash, name
 
     def test_recording_outside_a_transaction_is_refused(self, school_a: SchoolPeople) -> None:

@@ -755,3 +755,41 @@ def test_an_upload_over_the_limit_is_refused(client: Client, settings: Any) -> N
     response = client.post("/admin/import-roster/", {"bundle": big})
     assert response.status_code == 200
     assert "larger than 1 MB" in response.content.decode()
+
+
+def test_a_delta_of_sessions_or_demographics_alone(tmp_path: Path) -> None:
+    first_import(tmp_path)
+    sessions_header = FILES["academicSessions"].splitlines()[0]
+    delta = {
+        "academicSessions": sessions_header
+        + "\nt1,active,2026-11-01T00:00:00Z,Michaelmas 2026,term,2026-09-01,2027-01-31,y2027,2027\n"
+    }
+    modes = dict.fromkeys(FILES, "absent") | {"academicSessions": "delta"}
+    code, out, err = run(write(tmp_path / "sessions", delta, modes), "--json")
+    assert code == 0, err
+    assert json.loads(out)["sessions"]["updated"] == 1
+    demographics_header = FILES["demographics"].splitlines()[0]
+    delta = {"demographics": demographics_header + "\nu1,active,2026-11-01T00:00:00Z,2010-01-01,female\n"}
+    modes = dict.fromkeys(FILES, "absent") | {"demographics": "delta"}
+    code, out, err = run(write(tmp_path / "demographics", delta, modes), "--json")
+    assert code == 0, err
+    assert json.loads(out)["users"]["updated"] == 1
+    with scopes_disabled():
+        assert AcademicSession.objects.get(school__sourced_id="s1", sourced_id="t1").title == "Michaelmas 2026"
+        assert str(User.objects.get(sourced_id="u1").birth_date) == "2010-01-01"
+        assert AuditEvent.objects.filter(action="person.updated", target_label="amy.hill").exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("yes", True), ("FALSE", False), ("", False)])
+def test_primary_takes_every_boolean_spelling(tmp_path: Path, value: str, expected: bool) -> None:
+    assert (
+        run(
+            write(
+                tmp_path / "b",
+                changed(FILES, "enrollments", "e2,,,cl1,s1,t1,teacher,true", f"e2,,,cl1,s1,t1,teacher,{value}"),
+            )
+        )[0]
+        == 0
+    )
+    with scopes_disabled():
+        assert Enrollment.objects.get(sourced_id="e2").primary is expected
