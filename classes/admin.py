@@ -103,15 +103,8 @@ class ProvisioningAdmin(admin.ModelAdmin[Any]):
             if change and obj.school_id != school.pk:
                 raise PermissionDenied
             obj.school_id = school.pk
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            record(
-                f"{obj._meta.model_name}.{'updated' if change else 'created'}",
-                school_id=obj.pk if isinstance(obj, School) else obj.school_id,
-                actor=request.user,
-                target=obj,
-                payload={"fields": sorted(form.changed_data), "via": "admin"},
-            )
+        action = f"{obj._meta.model_name}.{'updated' if change else 'created'}"
+        services.save_provisioned(actor=request.user, obj=obj, action=action, fields=form.changed_data)  # type: ignore[arg-type]
 
 
 @admin.register(School, site=admin_site)
@@ -340,16 +333,8 @@ class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works wit
         school = access.administered_school(request.user)
         if school is not None:
             obj.school = school
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            record(
-                "person.updated" if change else "person.added",
-                school_id=obj.school_id,
-                actor=request.user,
-                target=obj,
-                target_label=obj.username,
-                payload={"fields": sorted(name for name in form.changed_data if "password" not in name)},
-            )
+        action = "person.updated" if change else "person.added"
+        services.save_provisioned(actor=request.user, obj=obj, action=action, fields=form.changed_data)  # type: ignore[arg-type]
 
 
 admin_site.register(AuditEvent, AuditEventAdmin)

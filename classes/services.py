@@ -40,6 +40,23 @@ def _check_role_change(actor: User | None, user: User, role: str) -> None:
         )
 
 
+# -- records edited in the admin's forms ------------------------------------------
+
+
+def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[str]) -> None:
+    """Save a record edited in a provisioning form and record `action` with the changed fields, in one transaction."""
+    with transaction.atomic():
+        obj.save()
+        record(
+            action,
+            school_id=obj.pk if isinstance(obj, School) else obj.school_id,
+            actor=actor,
+            target=obj,
+            target_label=obj.username if isinstance(obj, User) else None,
+            payload={"fields": sorted(name for name in fields if "password" not in name), "via": "admin"},
+        )
+
+
 # -- staff roles -----------------------------------------------------------
 
 

@@ -237,8 +237,10 @@ class TestFirstImport:
     def test_the_readable_summary(self, tmp_path: Path) -> None:
         code, out, err = run(write(tmp_path / "b"))
         assert code == 0
-        assert "enrollments" in out
-        assert "created" in out
+        rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+        assert out.splitlines()[1].split() == ["created", "updated", "deactivated", "unchanged"]
+        assert rows["enrollments"] == ["7", "0", "0", "0"]
+        assert rows["users"] == ["7", "0", "0", "0"]
         assert "warning: users.csv:" in err
 
 
