@@ -57,6 +57,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
+from classes.signals import roster_changed
 from commonroom.db import insert_rows, values_where_in
 
 logger = logging.getLogger(__name__)
@@ -324,6 +325,7 @@ class _Importer:
         self.import_cohorts()
         self.step("enrollments")
         self.import_enrollments()
+        roster_changed.send(sender=_Importer, school_ids=self.in_scope | self.touched)
         self.step("audit")
         self.write_audit(source_name)
         self.result.school_ids = sorted(self.in_scope)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.services import Entry, record, record_many
 from classes import access
 from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
+from classes.signals import roster_changed
 
 
 class ProvisioningError(Exception):
@@ -47,6 +48,8 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
     """Save a record edited in a provisioning form and record `action` with the changed fields, in one transaction."""
     with transaction.atomic():
         obj.save()
+        if isinstance(obj, SchoolClass | Cohort):
+            roster_changed.send(sender=type(obj), school_ids={obj.school_id})
         record(
             action,
             school_id=obj.pk if isinstance(obj, School) else obj.school_id,
@@ -296,6 +299,7 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
             enrollments_ended=enrollments_ended,
             memberships_ended=memberships_ended,
         )
+        roster_changed.send(sender=YearClosed, school_ids={school.pk})
         record_many(
             [Entry.about("school_year.closed", year, result.as_dict(), label=year.title)],
             school_id=school.pk,

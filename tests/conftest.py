@@ -10,11 +10,12 @@ from datetime import date
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django_scopes import scopes_disabled
 
 from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
+from messaging.rooms import sync_rooms
 
 REQUIRE_SERVICES = os.environ.get("COMMONROOM_REQUIRE_SERVICES") == "1"
 
@@ -112,7 +113,8 @@ def _person(school: School, username: str, role: str) -> User:
     return user
 
 
-def make_school(name: str, prefix: str) -> SchoolPeople:
+def make_school(name: str, prefix: str, *, rooms: bool = True) -> SchoolPeople:
+    """A school with one of each persona; with `rooms`, its rooms too (which start its audit chain)."""
     with scopes_disabled():
         school = School.objects.create(name=name, sourced_id=f"{prefix}-school", time_zone="Europe/London")
         year = AcademicSession.objects.create(
@@ -158,6 +160,9 @@ def make_school(name: str, prefix: str) -> SchoolPeople:
             ("other_teacher", StaffRole.Role.TEACHER),
         ]:
             StaffRole.objects.create(school=school, user=people[key], role=staff_role)
+        if rooms:
+            with transaction.atomic():
+                sync_rooms([school.pk])
     return SchoolPeople(
         school=school, year=year, cohort=cohort, school_class=school_class, other_class=other_class, **people
     )

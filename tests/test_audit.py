@@ -16,7 +16,7 @@ from audit.chain import MASK, event_hash
 from audit.models import AppendOnlyError, AuditChainHead, AuditEvent, chain_for_school
 from audit.services import Entry, NotInTransactionError, Problem, record, record_many, verify_chain
 from classes.models import School
-from tests.conftest import SchoolPeople, audit_triggers_disabled
+from tests.conftest import SchoolPeople, audit_triggers_disabled, make_school
 
 
 def _append(school_id: int | None, n: int, actor: Any = None) -> list[AuditEvent]:
@@ -41,6 +41,17 @@ def _raw(sql: str, params: list[Any]) -> None:
 
 
 pytestmark = pytest.mark.django_db
+
+
+# These tests count positions from the start of a chain: their schools start with no events.
+@pytest.fixture
+def school_a(db: Any) -> SchoolPeople:
+    return make_school("Aston Grammar", "a", rooms=False)
+
+
+@pytest.fixture
+def school_b(db: Any) -> SchoolPeople:
+    return make_school("Bexley High", "b", rooms=False)
 
 
 class TestAppending:

@@ -11,11 +11,21 @@ from audit.models import AuditEvent
 from audit.services import record
 from classes.access import school_scope
 from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole
+from messaging.models import Room
 from tests.conftest import SchoolPeople
 
 pytestmark = pytest.mark.django_db
 
-SCOPED: list[type[Model]] = [School, AcademicSession, Cohort, CohortMembership, SchoolClass, Enrollment, StaffRole]
+SCOPED: list[type[Model]] = [
+    School,
+    AcademicSession,
+    Cohort,
+    CohortMembership,
+    SchoolClass,
+    Enrollment,
+    StaffRole,
+    Room,
+]
 
 
 @pytest.mark.parametrize("model", SCOPED, ids=lambda m: m.__name__)
