@@ -255,3 +255,19 @@ def test_setting_a_students_password_is_audited(client: Client, school_a: School
     with scopes_disabled():
         event = AuditEvent.objects.get(action="person.password_set")
     assert (event.actor_id, event.target_id, event.payload) == (school_a.admin.pk, str(school_a.student.pk), {})
+
+
+def test_the_admin_cannot_change_or_delete_an_event(client: Client, school_a: SchoolPeople, operator: User) -> None:
+    from django.db import transaction
+
+    from audit.services import record
+
+    with transaction.atomic():
+        event = record("test.happened", school_id=school_a.school.pk, payload={"n": 1})
+    _login(client, operator)
+    assert client.post(f"/admin/audit/auditevent/{event.pk}/change/", {"action": "forged"}).status_code == 403
+    assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.post("/admin/audit/auditevent/add/", {"action": "forged"}).status_code == 403
+    with scopes_disabled():
+        stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.action, stored.payload) == ("test.happened", {"n": 1})

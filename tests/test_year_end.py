@@ -162,3 +162,26 @@ def test_today_is_the_schools_today(imported: School) -> None:
     with time_machine.travel("2027-06-04T12:30:00+00:00"):  # already 5 June in Auckland
         assert school_today(imported) == date(2027, 6, 5)
         close(imported)
+
+
+def test_a_school_admin_closes_their_own_year(client: Client, imported: School) -> None:
+    from classes.models import StaffRole
+
+    with scopes_disabled():
+        head = User.objects.get(sourced_id="t1")
+        StaffRole.objects.create(school=imported, user=head, role=StaffRole.Role.SCHOOL_ADMIN)
+        head.set_password("pw")
+        head.save()
+        dale = School.objects.get(sourced_id="s2")
+    with time_machine.travel(date(2027, 7, 20)):
+        client.login(username=head.username, password="pw")
+        # Dale School is not theirs: selecting it closes nothing there.
+        response = client.post(
+            "/admin/classes/school/",
+            {"action": "close_school_year", "_selected_action": [imported.pk, dale.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    with scopes_disabled():
+        assert Cohort.objects.get(school=imported, graduation_year=2027).status == Cohort.Status.GRADUATED
+        assert not AuditEvent.objects.filter(school=dale, action="school_year.closed").exists()
