@@ -76,6 +76,21 @@ class School(models.Model):
         default=True,
         help_text="When a cohort graduates, its students keep read access to their cohort's history as alumni.",
     )
+    # Chat policy (read by messaging/).
+    class_rooms_start_open = models.BooleanField(
+        default=False,
+        help_text="A class room is open from the start; otherwise it waits for one of its teachers to open it.",
+    )
+    quiet_hours_start = models.TimeField(
+        null=True, blank=True, help_text="From this time (school's time zone) posting is closed until the end time."
+    )
+    quiet_hours_end = models.TimeField(null=True, blank=True, help_text="Posting opens again at this time.")
+    edit_window_minutes = models.PositiveSmallIntegerField(
+        default=15, help_text="For how long authors may edit or delete their own messages."
+    )
+    under_13_needs_consent = models.BooleanField(
+        default=True, help_text="Students under 13 may read but not post until parental consent is recorded."
+    )
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -113,6 +128,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     birth_date = models.DateField(null=True, blank=True)
     grade = models.CharField(max_length=8, blank=True, help_text="Grade as the roster gives it, such as 09.")
     enabled = models.BooleanField(default=True, help_text="Disabled people cannot sign in.")
+    parental_consent_on = models.DateField(
+        null=True, blank=True, help_text="When a parent's consent to posting was recorded (for students under 13)."
+    )
     is_staff = models.BooleanField(default=False, help_text="May sign in to the platform admin.")
     date_joined = models.DateTimeField(default=timezone.now)
 
@@ -290,6 +308,24 @@ class Enrollment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role}) in {self.school_class}"
+
+
+class CohortStaff(models.Model):
+    """A member of staff attached to a cohort (a head of year, a tutor): a reader of the cohort's room."""
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="+")
+    cohort = models.ForeignKey(Cohort, on_delete=models.PROTECT, related_name="staff")
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="cohort_staff")
+    active = models.BooleanField(default=True)
+
+    objects: ClassVar[models.Manager[CohortStaff]] = ScopedManager(school="school")
+
+    class Meta:
+        verbose_name_plural = "cohort staff"
+        constraints = [models.UniqueConstraint(fields=["cohort", "user"], name="cohort_staff_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} with {self.cohort}"
 
 
 class StaffRole(models.Model):
