@@ -268,6 +268,9 @@ class SchoolClass(models.Model):
     course_code = models.CharField(max_length=64, blank=True)
     terms = models.ManyToManyField(AcademicSession, blank=True, related_name="classes")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    archived_on = models.DateField(
+        null=True, blank=True, help_text="When the class ended; its members of that day keep read access to its room."
+    )
 
     objects: ClassVar[models.Manager[SchoolClass]] = ScopedManager(school="school")
 

@@ -573,6 +573,7 @@ class _Importer:
                 "course_title": course["title"].strip() if course else (klass.course_title if klass else ""),
                 "course_code": course["courseCode"].strip() if course else (klass.course_code if klass else ""),
                 "status": SchoolClass.Status.ACTIVE,
+                "archived_on": None,
             }
             terms = {
                 sessions[(school.pk, term)].pk
@@ -622,7 +623,8 @@ class _Importer:
 
     def _archive_class(self, klass: SchoolClass, reason: str) -> None:
         klass.status = SchoolClass.Status.ARCHIVED
-        klass.save(update_fields=["status"])
+        klass.archived_on = self.today
+        klass.save(update_fields=["status", "archived_on"])
         self.count("classes", "deactivated", klass.school_id)
         self.audit(klass.school_id, Entry.about("class.archived", klass, {"reason": reason}, label=klass.title))
 

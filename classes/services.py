@@ -284,7 +284,9 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
         )
         untermed = SchoolClass.objects.filter(school=school, status=SchoolClass.Status.ACTIVE, terms__isnull=True)
         class_ids = set(classes.values_list("pk", flat=True)) | set(untermed.values_list("pk", flat=True))
-        classes_archived = SchoolClass.objects.filter(pk__in=class_ids).update(status=SchoolClass.Status.ARCHIVED)
+        classes_archived = SchoolClass.objects.filter(pk__in=class_ids).update(
+            status=SchoolClass.Status.ARCHIVED, archived_on=today
+        )
         enrollments_ended = Enrollment.objects.filter(school_class_id__in=class_ids, active=True).update(
             active=False, end_date=today
         )

@@ -1,0 +1,272 @@
+"""Who may read and post in which room, and what state a room is in.
+
+This module is the only place that decides it; the consumer, the views and
+the services all ask here. `room_for` is the only way to fetch a room for a
+person, and it answers a room that exists but is not theirs exactly as it
+answers a room that does not exist.
+
+Readers of a class room: its current students, teachers and aides (and, once
+the class has ended, those who were in it on its last day). Readers of a
+cohort room: its current members (graduates too, where the school keeps
+alumni access) and the staff attached to the cohort. Moderators read the
+rooms of their school (or of their cohorts), the safeguarding lead reads every
+room of the school; neither posts. School admins read nothing as admins.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from classes.models import (
+    Cohort,
+    CohortMembership,
+    CohortStaff,
+    Enrollment,
+    School,
+    SchoolClass,
+    StaffRole,
+    User,
+)
+from messaging.models import AcceptableUsePolicy, Mute, PolicyAcceptance, Room
+
+
+class RoomNotFound(Exception):
+    """No such room, or not one this person may read: the same answer for both."""
+
+
+class State(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"  # by its teacher's choice (or not opened yet)
+    LOCKED = "locked"  # by a teacher, with a reason; or a room of two people
+    READ_ONLY = "read_only"  # a graduated cohort, an ended class
+    QUIET_HOURS = "quiet_hours"
+
+
+@dataclass(frozen=True)
+class RoomState:
+    state: State
+    reason: str = ""
+    opens_at: datetime | None = None  # for quiet hours
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a person may not post: a stable code and a sentence they can read."""
+
+    code: str
+    detail: str
+
+
+def _today(school: School, now: datetime) -> date:
+    return timezone.localtime(now, ZoneInfo(school.time_zone)).date()
+
+
+def _current(queryset: QuerySet[Enrollment], today: date) -> QuerySet[Enrollment]:
+    return (
+        queryset.filter(active=True)
+        .filter(Q(begin_date__isnull=True) | Q(begin_date__lte=today))
+        .filter(Q(end_date__isnull=True) | Q(end_date__gte=today))
+    )
+
+
+def _roles(user: Any) -> set[str]:
+    return set(
+        StaffRole.objects.filter(school_id=user.school_id, user_id=user.pk, active=True).values_list("role", flat=True)
+    )
+
+
+def readable_rooms(user: Any, now: datetime | None = None) -> QuerySet[Room]:
+    """Every room `user` may read, in their school only."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active or user.school_id is None:
+        return Room.objects.none()
+    now = now or timezone.now()
+    with scopes_disabled():
+        school = School.objects.get(pk=user.school_id)
+        today = _today(school, now)
+        rooms = Room.objects.filter(school_id=school.pk)
+        roles = _roles(user)
+        if StaffRole.Role.SAFEGUARDING_LEAD in roles:
+            return rooms
+        if StaffRole.Role.MODERATOR in roles:
+            cohorts = list(
+                StaffRole.objects.filter(
+                    school_id=school.pk, user_id=user.pk, role=StaffRole.Role.MODERATOR, active=True
+                ).values_list("cohorts", flat=True)
+            )
+            cohort_ids = [c for c in cohorts if c is not None]
+            if not cohort_ids:
+                return rooms
+            members = CohortMembership.objects.filter(cohort_id__in=cohort_ids, end_date__isnull=True).values("user_id")
+            their_classes = _current(Enrollment.objects.filter(user_id__in=members), today).values("school_class_id")
+            moderated = Q(cohort_id__in=cohort_ids) | Q(school_class_id__in=their_classes)
+        else:
+            moderated = Q(pk__in=[])
+        current_classes = _current(Enrollment.objects.filter(user_id=user.pk), today).values("school_class_id")
+        ended_classes = SchoolClass.objects.filter(
+            status=SchoolClass.Status.ARCHIVED,
+            enrollments__user_id=user.pk,
+            enrollments__end_date__gte=F("archived_on"),
+        ).values("pk")
+        cohorts_in = CohortMembership.objects.filter(user_id=user.pk, end_date__isnull=True).values("cohort_id")
+        cohorts_staffed = CohortStaff.objects.filter(user_id=user.pk, active=True).values("cohort_id")
+        return rooms.filter(
+            moderated
+            | Q(school_class_id__in=current_classes)
+            | Q(school_class_id__in=ended_classes)
+            | Q(cohort_id__in=cohorts_in)
+            | Q(cohort_id__in=cohorts_staffed)
+        ).distinct()
+
+
+def room_for(user: Any, room_id: Any, now: datetime | None = None) -> Room:
+    """The room `room_id`, if `user` may read it; RoomNotFound otherwise (and for ids that are not ids)."""
+    try:
+        pk = int(room_id)
+    except (TypeError, ValueError):
+        raise RoomNotFound from None
+    with scopes_disabled():
+        room = readable_rooms(user, now).filter(pk=pk).select_related("school", "school_class", "cohort").first()
+    if room is None:
+        raise RoomNotFound
+    return room
+
+
+def members(room: Room, now: datetime | None = None) -> tuple[set[int], set[int]]:
+    """The people who take part in a room (not its moderators): (everyone, the adults among them)."""
+    now = now or timezone.now()
+    with scopes_disabled():
+        today = _today(room.school, now)
+        if room.school_class_id is not None:
+            rows = _current(Enrollment.objects.filter(school_class_id=room.school_class_id), today).values_list(
+                "user_id", "role"
+            )
+            everyone = {user_id for user_id, _ in rows}
+            adults = {user_id for user_id, role in rows if role != Enrollment.Role.STUDENT}
+        else:
+            cohort_id = room.owner_id
+            students = set(
+                CohortMembership.objects.filter(cohort_id=cohort_id, end_date__isnull=True).values_list(
+                    "user_id", flat=True
+                )
+            )
+            adults = set(CohortStaff.objects.filter(cohort_id=cohort_id, active=True).values_list("user_id", flat=True))
+            everyone = students | adults
+    return everyone, adults
+
+
+def _quiet(school: School, now: datetime) -> datetime | None:
+    """When posting opens again, if `now` is in the school's quiet hours."""
+    start, end = school.quiet_hours_start, school.quiet_hours_end
+    if start is None or end is None or start == end:
+        return None
+    local = timezone.localtime(now, ZoneInfo(school.time_zone))
+    clock = local.time()
+    quiet = (start <= clock or clock < end) if start > end else (start <= clock < end)
+    if not quiet:
+        return None
+    opens = datetime.combine(local.date(), end, tzinfo=local.tzinfo)
+    if opens <= local:
+        opens += timedelta(days=1)
+    return opens
+
+
+def room_state(room: Room, now: datetime | None = None) -> RoomState:
+    now = now or timezone.now()
+    school = room.school
+    with scopes_disabled():
+        school_class, cohort = room.school_class, room.cohort
+        if school_class is not None and school_class.status == SchoolClass.Status.ARCHIVED:
+            return RoomState(State.READ_ONLY, "This class has ended.")
+        if cohort is not None and cohort.status != Cohort.Status.ACTIVE:
+            return RoomState(State.READ_ONLY, f"{cohort.name} has graduated.")
+    if room.locked_reason:
+        return RoomState(State.LOCKED, room.locked_reason)
+    everyone, adults = members(room, now)
+    if len(everyone) == 2 and len(adults) < 2:
+        # Invariant 2: no room is private to two people.
+        return RoomState(State.LOCKED, "This room opens when a second adult joins it.")
+    opened = room.opened if room.opened is not None else (room.cohort_id is not None or school.class_rooms_start_open)
+    if not opened:
+        return RoomState(State.CLOSED, "A teacher has not opened this room for chat.")
+    opens_at = _quiet(school, now)
+    if opens_at is not None:
+        return RoomState(State.QUIET_HOURS, f"Quiet hours: posting opens again at {opens_at:%H:%M}.", opens_at)
+    return RoomState(State.OPEN)
+
+
+def _age(birth_date: date, today: date) -> int:
+    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+
+
+def posting_refusal(user: User, room: Room, now: datetime | None = None) -> Refusal | None:
+    """Why `user` may not post in `room` now, or None if they may. `room` must come from `room_for`."""
+    now = now or timezone.now()
+    everyone, _ = members(room, now)
+    if user.pk not in everyone:
+        return Refusal("not_a_member", "You can read this room but not post in it.")
+    state = room_state(room, now)
+    if state.state != State.OPEN:
+        return Refusal(f"room_{state.state.value}", state.reason)
+    if user.role != User.Role.STUDENT:
+        return None
+    with scopes_disabled():
+        mute = Mute.objects.filter(room=room, user=user, ended__isnull=True).first()
+        if mute is not None:
+            return Refusal("muted", f"A teacher has muted you in this room: {mute.reason}")
+        current = AcceptableUsePolicy.objects.filter(school_id=room.school_id).order_by("-version").first()
+        if current is not None and not PolicyAcceptance.objects.filter(policy=current, user=user).exists():
+            return Refusal("policy_not_accepted", "Accept your school's acceptable-use policy before you post.")
+    school = room.school
+    today = _today(school, now)
+    if (
+        school.under_13_needs_consent
+        and user.birth_date is not None
+        and _age(user.birth_date, today) < 13
+        and user.parental_consent_on is None
+    ):
+        return Refusal("parental_consent_required", "You can post once a parent's consent has been recorded.")
+    return None
+
+
+def is_moderator_of(user: User, room: Room) -> bool:
+    """May `user` moderate `room` (remove messages, mute, lock): its teachers, and moderators who can read it."""
+    with scopes_disabled():
+        if user.school_id != room.school_id:
+            return False
+        if (
+            room.school_class_id is not None
+            and Enrollment.objects.filter(
+                school_class_id=room.school_class_id, user_id=user.pk, active=True, role=Enrollment.Role.TEACHER
+            ).exists()
+        ):
+            return True
+        if (
+            room.cohort_id is not None
+            and CohortStaff.objects.filter(cohort_id=room.cohort_id, user_id=user.pk, active=True).exists()
+        ):
+            return True
+        if StaffRole.Role.MODERATOR in _roles(user):
+            return readable_rooms(user).filter(pk=room.pk).exists()
+    return False
+
+
+__all__ = [
+    "Refusal",
+    "RoomNotFound",
+    "RoomState",
+    "State",
+    "is_moderator_of",
+    "members",
+    "posting_refusal",
+    "readable_rooms",
+    "room_for",
+    "room_state",
+]
