@@ -1,0 +1,356 @@
+"""Messaging actions: send, edit, delete and remove, read, and the pages a client asks for.
+
+Each action authorizes through `messaging.policy`, then writes its change and
+its audit event in one transaction; live events are published only after the
+transaction commits (`publish`), so nobody hears of a message that is not
+saved. Sending is idempotent per author and client id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_scopes import scopes_disabled
+
+from audit.services import record
+from classes.models import User
+from messaging import policy
+from messaging.models import Message, ReadPosition, Room
+
+PAGE = 50
+
+
+class MessagingError(Exception):
+    """A refused action: a stable code and a sentence a person can read."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class MessageNotFound(MessagingError):
+    def __init__(self) -> None:
+        super().__init__("message_not_found", "There is no such message.")
+
+
+def _room(user: User, room_id: Any, now: datetime) -> Room:
+    try:
+        return policy.room_for(user, room_id, now)
+    except policy.RoomNotFound:
+        raise MessagingError("room_not_found", "There is no such room.") from None
+
+
+# -- screening ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a screener says of a message: allow, flag (deliver and report), hold (author and moderators only
+    until reviewed) or reject (not posted, with a reason for the sender)."""
+
+    action: str = "allow"
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+SEVERITY = {"allow": 0, "flag": 1, "hold": 2, "reject": 3}
+Screener = Callable[[str, Room, User], Verdict]
+
+
+def screeners() -> list[Screener]:
+    """The screeners named in the COMMONROOM_SCREENERS setting (none by default; moderation/ adds one)."""
+    return [import_string(path) for path in getattr(settings, "COMMONROOM_SCREENERS", [])]
+
+
+def screen(body: str, room: Room, author: User) -> Verdict:
+    verdict = Verdict()
+    for screener in screeners():
+        answer = screener(body, room, author)
+        if SEVERITY[answer.action] > SEVERITY[verdict.action]:
+            verdict = answer
+    return verdict
+
+
+# -- live events --------------------------------------------------------------------
+
+Publisher = Callable[[Room, dict[str, Any]], None]
+_publishers: list[Publisher] = []
+
+
+def subscribe(publisher: Publisher) -> None:
+    """The socket layer registers how to deliver live events; services never import it."""
+    if publisher not in _publishers:
+        _publishers.append(publisher)
+
+
+def publish(room: Room, event: dict[str, Any]) -> None:
+    """Deliver `event` to the room's sockets once the current transaction has committed."""
+
+    def deliver() -> None:
+        for publisher in _publishers:
+            publisher(room, event)
+
+    transaction.on_commit(deliver)
+
+
+# -- what a person sees ----------------------------------------------------------------
+
+
+def serialize(message: Message, viewer: User | None = None) -> dict[str, Any]:
+    """A message as the protocol shows it. A removed message shows a notice, never its text."""
+    author = message.author
+    data: dict[str, Any] = {
+        "id": message.pk,
+        "room": message.room_id,
+        "seq": message.seq,
+        "author": {"id": author.pk, "name": author.full_name or author.username, "role": author.role},
+        "created": message.created.isoformat(),
+        "edited": message.edited.isoformat() if message.edited else None,
+        "state": message.state,
+        "body": message.body if message.state != Message.State.REMOVED else "",
+    }
+    if message.state == Message.State.REMOVED:
+        data["removed_reason"] = message.removed_reason
+    if viewer is not None and message.client_id and viewer.pk == message.author_id:
+        data["client_id"] = str(message.client_id)
+    return data
+
+
+def _visible(messages: Any, user: User, room: Room) -> Any:
+    """Held messages are for their author and the room's moderators only."""
+    if policy.is_moderator_of(user, room):
+        return messages
+    return messages.exclude(Q(state=Message.State.HELD) & ~Q(author=user))
+
+
+# -- actions -----------------------------------------------------------------------------
+
+
+def check_body(body: Any) -> str:
+    if not isinstance(body, str):
+        raise MessagingError("invalid_body", "A message is text.")
+    if not body.strip():
+        raise MessagingError("empty_body", "A message cannot be empty.")
+    if len(body) > Message.MAX_LENGTH:
+        raise MessagingError("body_too_long", f"A message can be at most {Message.MAX_LENGTH} characters long.")
+    if "\x00" in body:
+        raise MessagingError("invalid_body", "A message cannot contain a NUL character.")
+    return body
+
+
+def check_client_id(client_id: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(client_id))
+    except ValueError:
+        raise MessagingError("invalid_client_id", "client_id must be a UUID.") from None
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: Message
+    created: bool  # False: a resend of a message already saved
+
+
+def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: datetime | None = None) -> Sent:
+    """Save a message (or find the one this client id already saved) and publish it after commit."""
+    now = now or timezone.now()
+    text = check_body(body)
+    cid = check_client_id(client_id)
+    room = _room(user, room_id, now)
+    with scopes_disabled():
+        earlier = Message.objects.select_related("author").filter(author=user, client_id=cid).first()
+    if earlier is not None:
+        if earlier.room_id != room.pk:
+            raise MessagingError("client_id_reused", "This client_id was already used for another room.")
+        return Sent(earlier, created=False)
+    refusal = policy.posting_refusal(user, room, now)
+    if refusal is not None:
+        raise MessagingError(refusal.code, refusal.detail)
+    verdict = screen(text, room, user)
+    if verdict.action == "reject":
+        raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
+    try:
+        with transaction.atomic(), scopes_disabled():
+            locked = Room.objects.select_for_update().get(pk=room.pk)
+            seq = locked.last_seq + 1
+            message = Message.objects.create(
+                school_id=room.school_id,
+                room=locked,
+                seq=seq,
+                author=user,
+                client_id=cid,
+                body=text,
+                created=now,
+                state=Message.State.HELD if verdict.action == "hold" else Message.State.VISIBLE,
+            )
+            Room.objects.filter(pk=room.pk).update(last_seq=seq)
+            record(
+                "message.sent",
+                school_id=room.school_id,
+                actor=user,
+                target=message,
+                target_label=f"room {room.pk} #{seq}",
+                payload={
+                    "room": room.pk,
+                    "seq": seq,
+                    "body": text,
+                    "client_id": str(cid),
+                    "state": message.state,
+                    "screening": {"action": verdict.action, "reason": verdict.reason, **verdict.details},
+                },
+            )
+            publish(room, {"type": "message", "message": serialize(message)})
+    except IntegrityError:
+        # The same client id arrived twice at once (two sockets, two processes): the first one won.
+        with scopes_disabled():
+            earlier = Message.objects.select_related("author").filter(author=user, client_id=cid).first()
+        if earlier is None:
+            raise
+        return Sent(earlier, created=False)
+    return Sent(message, created=True)
+
+
+def _message(user: User, message_id: Any, now: datetime) -> tuple[Message, Room]:
+    try:
+        pk = int(message_id)
+    except (TypeError, ValueError):
+        raise MessageNotFound from None
+    with scopes_disabled():
+        message = Message.objects.select_related("author", "room").filter(pk=pk).first()
+    if message is None:
+        raise MessageNotFound
+    try:
+        room = policy.room_for(user, message.room_id, now)
+    except policy.RoomNotFound:
+        raise MessageNotFound from None
+    if message.state == Message.State.HELD and message.author_id != user.pk and not policy.is_moderator_of(user, room):
+        raise MessageNotFound
+    return message, room
+
+
+def _within_window(message: Message, room: Room, now: datetime) -> bool:
+    return now - message.created <= timedelta(minutes=room.school.edit_window_minutes)
+
+
+def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None = None) -> Message:
+    """An author edits their own recent message; the audit log keeps the old text."""
+    now = now or timezone.now()
+    text = check_body(body)
+    message, room = _message(user, message_id, now)
+    if message.author_id != user.pk or message.state == Message.State.REMOVED:
+        raise MessagingError("not_allowed", "You can only edit your own messages.")
+    if not _within_window(message, room, now):
+        raise MessagingError("edit_window_over", "Messages can only be edited for a short while after sending.")
+    with transaction.atomic(), scopes_disabled():
+        old = message.body
+        message.body, message.edited = text, now
+        message.save(update_fields=["body", "edited"])
+        record(
+            "message.edited",
+            school_id=room.school_id,
+            actor=user,
+            target=message,
+            target_label=f"room {room.pk} #{message.seq}",
+            payload={"room": room.pk, "seq": message.seq, "old_body": old, "body": text},
+        )
+        publish(room, {"type": "message_edited", "message": serialize(message)})
+    return message
+
+
+def remove_message(*, user: User, message_id: Any, reason: str = "", now: datetime | None = None) -> Message:
+    """An author deletes their own recent message, or a moderator of the room removes any, with a reason.
+
+    The text leaves the room, never the audit log.
+    """
+    now = now or timezone.now()
+    message, room = _message(user, message_id, now)
+    if message.state == Message.State.REMOVED:
+        return message
+    own = message.author_id == user.pk and _within_window(message, room, now)
+    if not own and not policy.is_moderator_of(user, room):
+        raise MessagingError("not_allowed", "You can only delete your own recent messages.")
+    if not own and not str(reason).strip():
+        raise MessagingError("reason_required", "Give a reason when you remove someone's message.")
+    with transaction.atomic(), scopes_disabled():
+        message.state, message.removed_by = Message.State.REMOVED, user
+        message.removed_reason = "Deleted by its author" if own else str(reason)[:500]
+        message.save(update_fields=["state", "removed_by", "removed_reason"])
+        record(
+            "message.deleted" if own else "message.removed",
+            school_id=room.school_id,
+            actor=user,
+            target=message,
+            target_label=f"room {room.pk} #{message.seq}",
+            payload={"room": room.pk, "seq": message.seq, "body": message.body, "reason": message.removed_reason},
+        )
+        publish(room, {"type": "message_removed", "message": serialize(message)})
+    return message
+
+
+@dataclass(frozen=True)
+class Page:
+    room: int
+    messages: list[dict[str, Any]]
+    more: bool
+
+
+def _check_seq(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 2**53:
+        raise MessagingError("invalid_seq", f"{name} must be a whole number of at least 0.")
+    return int(value)
+
+
+def sync(*, user: User, room_id: Any, after: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
+    """The messages after sequence number `after`, oldest first, one page at a time."""
+    now = now or timezone.now()
+    after = _check_seq(after, "after")
+    room = _room(user, room_id, now)
+    with scopes_disabled():
+        rows = _visible(Message.objects.filter(room=room, seq__gt=after), user, room).select_related("author")
+        messages = list(rows.order_by("seq")[: limit + 1])
+    return Page(room.pk, [serialize(m, user) for m in messages[:limit]], more=len(messages) > limit)
+
+
+def history(*, user: User, room_id: Any, before: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
+    """The messages before sequence number `before`, a page of the newest of them, oldest first."""
+    now = now or timezone.now()
+    before = _check_seq(before, "before")
+    room = _room(user, room_id, now)
+    with scopes_disabled():
+        rows = _visible(Message.objects.filter(room=room, seq__lt=before), user, room).select_related("author")
+        messages = list(rows.order_by("-seq")[: limit + 1])
+    page = messages[:limit]
+    return Page(room.pk, [serialize(m, user) for m in reversed(page)], more=len(messages) > limit)
+
+
+def mark_read(*, user: User, room_id: Any, up_to: Any, now: datetime | None = None) -> int:
+    """Move the person's read position forward (never back); return it."""
+    now = now or timezone.now()
+    up_to = _check_seq(up_to, "up_to")
+    room = _room(user, room_id, now)
+    with scopes_disabled(), transaction.atomic():
+        position, _ = ReadPosition.objects.select_for_update().get_or_create(
+            school_id=room.school_id, room=room, user=user
+        )
+        target = min(up_to, room.last_seq)
+        if target > position.seq:
+            position.seq = target
+            position.save(update_fields=["seq"])
+    return position.seq
+
+
+def unread(user: User, room: Room) -> int:
+    with scopes_disabled():
+        position = ReadPosition.objects.filter(room=room, user=user).values_list("seq", flat=True).first() or 0
+        newer = _visible(Message.objects.filter(room=room, seq__gt=position), user, room)
+        return int(newer.exclude(author=user).count())
