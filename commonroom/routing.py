@@ -1,5 +1,5 @@
-"""Websocket routes. The messaging consumer is added here by the messaging app."""
+"""Websocket routes."""
 
-from typing import Any
+from messaging.routing import websocket_urlpatterns
 
-websocket_urlpatterns: list[Any] = []
+__all__ = ["websocket_urlpatterns"]

@@ -10,3 +10,8 @@ class MessagingConfig(AppConfig):
         from messaging.rooms import on_roster_changed  # noqa: PLC0415
 
         roster_changed.connect(on_roster_changed, dispatch_uid="messaging.sync_rooms")
+
+        from messaging.live import publish_to_room  # noqa: PLC0415
+        from messaging.services import subscribe  # noqa: PLC0415
+
+        subscribe(publish_to_room)

@@ -126,6 +126,11 @@ def readable_rooms(user: Any, now: datetime | None = None) -> QuerySet[Room]:
         ).distinct()
 
 
+def is_safeguarding_lead(user: Any) -> bool:
+    with scopes_disabled():
+        return StaffRole.Role.SAFEGUARDING_LEAD in _roles(user)
+
+
 def room_for(user: Any, room_id: Any, now: datetime | None = None) -> Room:
     """The room `room_id`, if `user` may read it; RoomNotFound otherwise (and for ids that are not ids)."""
     try:

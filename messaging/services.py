@@ -318,7 +318,9 @@ def sync(*, user: User, room_id: Any, after: Any, now: datetime | None = None, l
     with scopes_disabled():
         rows = _visible(Message.objects.filter(room=room, seq__gt=after), user, room).select_related("author")
         messages = list(rows.order_by("seq")[: limit + 1])
-    return Page(room.pk, [serialize(m, user) for m in messages[:limit]], more=len(messages) > limit)
+    page = messages[:limit]
+    _record_reading(user, room, page)
+    return Page(room.pk, [serialize(m, user) for m in page], more=len(messages) > limit)
 
 
 def history(*, user: User, room_id: Any, before: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
@@ -330,7 +332,24 @@ def history(*, user: User, room_id: Any, before: Any, now: datetime | None = Non
         rows = _visible(Message.objects.filter(room=room, seq__lt=before), user, room).select_related("author")
         messages = list(rows.order_by("-seq")[: limit + 1])
     page = messages[:limit]
+    _record_reading(user, room, page)
     return Page(room.pk, [serialize(m, user) for m in reversed(page)], more=len(messages) > limit)
+
+
+def _record_reading(user: User, room: Room, messages: list[Message]) -> None:
+    """The safeguarding lead's reading of a room they are not part of is itself on the record."""
+    if not messages or not policy.is_safeguarding_lead(user) or user.pk in policy.members(room)[0]:
+        return
+    seqs = [m.seq for m in messages]
+    with transaction.atomic():
+        record(
+            "messages.read",
+            school_id=room.school_id,
+            actor=user,
+            target=room,
+            target_label=room_name(room),
+            payload={"room": room.pk, "from_seq": min(seqs), "to_seq": max(seqs), "count": len(seqs)},
+        )
 
 
 def mark_read(*, user: User, room_id: Any, up_to: Any, now: datetime | None = None) -> int:
@@ -354,3 +373,40 @@ def unread(user: User, room: Room) -> int:
         position = ReadPosition.objects.filter(room=room, user=user).values_list("seq", flat=True).first() or 0
         newer = _visible(Message.objects.filter(room=room, seq__gt=position), user, room)
         return int(newer.exclude(author=user).count())
+
+
+def room_name(room: Room) -> str:
+    if room.school_class is not None:
+        return room.school_class.title
+    return room.cohort.name if room.cohort is not None else f"Room {room.pk}"
+
+
+def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The rooms `user` may read, as the `ready` frame lists them; the safeguarding lead's look is recorded."""
+    now = now or timezone.now()
+    with scopes_disabled():
+        rooms = list(policy.readable_rooms(user, now).select_related("school", "school_class", "cohort").order_by("pk"))
+        listed = []
+        for room in rooms:
+            state = policy.room_state(room, now)
+            listed.append(
+                {
+                    "id": room.pk,
+                    "name": room_name(room),
+                    "kind": room.kind,
+                    "state": state.state.value,
+                    "reason": state.reason,
+                    "last_seq": room.last_seq,
+                    "unread": unread(user, room),
+                    "moderator": policy.is_moderator_of(user, room),
+                }
+            )
+        if rooms and user.school_id is not None and policy.is_safeguarding_lead(user):
+            with transaction.atomic():
+                record(
+                    "rooms.opened_by_safeguarding_lead",
+                    school_id=user.school_id,
+                    actor=user,
+                    payload={"rooms": len(rooms)},
+                )
+    return listed

@@ -1,0 +1,192 @@
+"""The one WebSocket of a browser tab, at /ws/ (docs/protocol.md is its reference).
+
+The consumer parses a frame, asks a service (which asks the policy) in one
+`database_sync_to_async` call, and replies. It never touches the ORM itself
+and never trusts a user id or role sent in a frame. Group names are built
+from database ids only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from messaging import services
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME = 16 * 1024  # characters: a 4,000-character message with room to spare
+RATE = 5.0  # frames per second, sustained
+BURST = 20.0  # frames at once
+STRIKES = 3  # rate-limited frames before the socket is closed
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FLOODING = 4429
+CLOSE_SIGNED_OUT = 4408
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{int(room_id)}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{int(user_id)}"
+
+
+class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information
+    user: Any
+    rooms: dict[int, dict[str, Any]]
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        self.rooms = {}
+        self.tokens, self.checked, self.strikes = BURST, time.monotonic(), 0
+        await self.accept()
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        await self._refresh_rooms()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "user", None) is None:
+            return
+        for room_id in list(getattr(self, "rooms", {})):
+            await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    async def _refresh_rooms(self) -> None:
+        """Join the groups of every room the user may read now, leave the others, and say so."""
+        listed = await database_sync_to_async(services.ready)(user=self.user)
+        now = {room["id"]: room for room in listed}
+        for room_id in set(self.rooms) - set(now):
+            await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+            await self._send({"type": "room_removed", "room": room_id})
+        for room_id in set(now) - set(self.rooms):
+            await self.channel_layer.group_add(room_group(room_id), self.channel_name)
+        self.rooms = now
+        await self._send({"type": "ready", "rooms": [{k: v for k, v in r.items() if k != "moderator"} for r in listed]})
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+
+    async def _error(self, code: str, detail: str, client_id: Any = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+        if client_id is not None and isinstance(client_id, str) and len(client_id) <= 64:
+            frame["client_id"] = client_id
+        await self._send(frame)
+
+    def _allowed(self) -> bool:
+        """A token bucket per socket: RATE frames a second, BURST at once."""
+        moment = time.monotonic()
+        self.tokens = min(BURST, self.tokens + (moment - self.checked) * RATE)
+        self.checked = moment
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self._allowed():
+            self.strikes += 1
+            if self.strikes >= STRIKES:
+                await self.close(code=CLOSE_FLOODING)
+                return
+            await self._error("rate_limited", "You are sending too fast; wait a moment.")
+            return
+        if text_data is None:
+            await self._error("invalid_frame", "Frames are JSON text.")
+            return
+        if len(text_data) > MAX_FRAME:
+            await self._error("frame_too_large", f"A frame can be at most {MAX_FRAME} characters long.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self._error("invalid_json", "That frame is not valid JSON.")
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self._error("invalid_frame", "A frame is a JSON object with a type.")
+            return
+        handler = HANDLERS.get(frame["type"])
+        if handler is None:
+            await self._error("unknown_type", "That frame type does not exist.")
+            return
+        try:
+            await handler(self, frame)
+        except services.MessagingError as exc:
+            await self._error(exc.code, exc.detail, frame.get("client_id") if frame["type"] == "send" else None)
+
+    # -- client frames ----------------------------------------------------------------
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        sent = await database_sync_to_async(services.send_message)(
+            user=self.user, room_id=frame.get("room"), client_id=frame.get("client_id"), body=frame.get("body")
+        )
+        await self._send(
+            {
+                "type": "ack",
+                "client_id": str(sent.message.client_id),
+                "message": services.serialize(sent.message, self.user),
+            }
+        )
+
+    async def on_edit(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.edit_message)(
+            user=self.user, message_id=frame.get("message"), body=frame.get("body")
+        )
+
+    async def on_delete(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.remove_message)(
+            user=self.user, message_id=frame.get("message"), reason=str(frame.get("reason") or "")
+        )
+
+    async def on_sync(self, frame: dict[str, Any]) -> None:
+        page = await database_sync_to_async(services.sync)(
+            user=self.user, room_id=frame.get("room"), after=frame.get("after")
+        )
+        await self._send({"type": "history", "room": page.room, "messages": page.messages, "more": page.more})
+
+    async def on_history(self, frame: dict[str, Any]) -> None:
+        page = await database_sync_to_async(services.history)(
+            user=self.user, room_id=frame.get("room"), before=frame.get("before")
+        )
+        await self._send({"type": "history", "room": page.room, "messages": page.messages, "more": page.more})
+
+    async def on_read(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.mark_read)(
+            user=self.user, room_id=frame.get("room"), up_to=frame.get("up_to")
+        )
+
+    # -- events from the channel layer --------------------------------------------------
+
+    async def room_event(self, event: dict[str, Any]) -> None:
+        room_id = event["room"]
+        if room_id not in self.rooms:
+            return  # left the room since the event was sent
+        held_for = event.get("held_for")
+        if held_for is not None and held_for != self.user.pk and not self.rooms[room_id].get("moderator"):
+            return  # a held message: its author and the room's moderators only
+        await self.send(text_data=event["text"])
+
+    async def rooms_changed(self, event: dict[str, Any]) -> None:
+        await self._refresh_rooms()
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_SIGNED_OUT)
+
+
+HANDLERS = {
+    "send": ChatConsumer.on_send,
+    "edit": ChatConsumer.on_edit,
+    "delete": ChatConsumer.on_delete,
+    "sync": ChatConsumer.on_sync,
+    "history": ChatConsumer.on_history,
+    "read": ChatConsumer.on_read,
+}

@@ -1,0 +1,32 @@
+"""Delivering live events through the channel layer: serialized once, sent to the room's group."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from messaging.consumers import room_group, user_group
+from messaging.models import Message, Room
+
+
+def publish_to_room(room: Room, event: dict[str, Any]) -> None:
+    """Registered with `messaging.services.subscribe`; runs after the action's transaction commits."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = event.get("message") or {}
+    text = json.dumps(event, separators=(",", ":"))  # once, not once per recipient
+    payload: dict[str, Any] = {"type": "room.event", "room": room.pk, "text": text}
+    if message.get("state") == Message.State.HELD:
+        payload["held_for"] = message["author"]["id"]
+    async_to_sync(layer.group_send)(room_group(room.pk), payload)
+
+
+def tell_user(user_id: int, kind: str) -> None:
+    """Ask a person's open sockets to re-read their rooms (`rooms.changed`) or to close (`session.ended`)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": kind})

@@ -1,0 +1,248 @@
+"""The socket: authenticated, origin-checked, thin; every bad frame gets an error, never a crash."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django_scopes import scopes_disabled
+
+from classes.models import Enrollment
+from messaging.consumers import CLOSE_FLOODING, CLOSE_UNAUTHENTICATED, ChatConsumer
+from messaging.live import tell_user
+from messaging.models import Room
+from tests.conftest import SchoolPeople, make_school
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest.fixture
+def people() -> SchoolPeople:
+    school = make_school("Socket School", "s")
+    school.school.class_rooms_start_open = True
+    school.school.save()
+    return school
+
+
+@pytest.fixture
+def other() -> SchoolPeople:
+    return make_school("Other School", "o")
+
+
+def room_of(people: SchoolPeople) -> int:
+    """The class room's id (fixtures run before the test's event loop, so they may query)."""
+    with scopes_disabled():
+        return Room.objects.get(school_class=people.school_class).pk
+
+
+@pytest.fixture
+def room(people: SchoolPeople) -> int:
+    return room_of(people)
+
+
+@pytest.fixture
+def cohort_room(people: SchoolPeople) -> int:
+    with scopes_disabled():
+        return Room.objects.get(cohort=people.cohort).pk
+
+
+@pytest.fixture
+def other_room(other: SchoolPeople) -> int:
+    return room_of(other)
+
+
+async def connect(user: Any) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    ready = await communicator.receive_json_from()
+    assert ready["type"] == "ready"
+    return communicator, ready
+
+
+async def send_and_ack(communicator: WebsocketCommunicator, room: int, body: str) -> dict[str, Any]:
+    """Send a message and read frames until its acknowledgement (the sender hears the broadcast too)."""
+    client_id = str(uuid.uuid4())
+    await communicator.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": body})
+    while True:
+        frame: dict[str, Any] = await communicator.receive_json_from()
+        if frame["type"] == "ack" and frame["client_id"] == client_id:
+            return frame
+
+
+async def test_anonymous_is_refused() -> None:
+    communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
+    communicator.scope["user"] = AnonymousUser()
+    connected, code = await communicator.connect()
+    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+
+
+async def test_a_foreign_origin_is_refused(people: SchoolPeople) -> None:
+    from commonroom.asgi import application
+
+    for origin in (b"https://evil.example", b"null"):
+        communicator = WebsocketCommunicator(
+            application, "/ws/", headers=[(b"origin", origin), (b"host", b"localhost")]
+        )
+        connected, _ = await communicator.connect()
+        assert connected is False
+
+
+async def test_ready_lists_the_rooms_to_read(people: SchoolPeople, room: int, cohort_room: int) -> None:
+    communicator, ready = await connect(people.student)
+    rooms = {room["id"]: room for room in ready["rooms"]}
+    assert set(rooms) == {room, cohort_room}
+    assert rooms[room]["state"] == "open"
+    assert rooms[room]["kind"] == "class"
+    await communicator.disconnect()
+
+
+async def test_a_message_reaches_the_room_and_nobody_else(people: SchoolPeople, room: int) -> None:
+    student, _ = await connect(people.student)
+    teacher, _ = await connect(people.teacher)
+    outsider, _ = await connect(people.other_student)
+    client_id = str(uuid.uuid4())
+    await student.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "Hello"})
+    ack = await student.receive_json_from()
+    assert ack["type"] == "ack"
+    assert ack["client_id"] == client_id
+    assert ack["message"]["seq"] == 1
+    heard = await teacher.receive_json_from()
+    assert (heard["type"], heard["message"]["body"], heard["message"]["id"]) == (
+        "message",
+        "Hello",
+        ack["message"]["id"],
+    )
+    assert await outsider.receive_nothing(timeout=0.2)
+    # A resend answers with the original and tells nobody again.
+    await student.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "Hello"})
+    again = await student.receive_json_from()
+    assert again["message"]["id"] == ack["message"]["id"]
+    assert await teacher.receive_nothing(timeout=0.2)
+    for communicator in (student, teacher, outsider):
+        await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_frame"),
+        ('{"type": 7}', "invalid_frame"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "sync", "room": 1, "after": "zero"}', "invalid_seq"),
+        ('{"type": "send", "room": "x", "client_id": "c1", "body": "hi"}', "invalid_client_id"),
+        ('{"type": "send", "room": 999999, "client_id": "00000000-0000-0000-0000-000000000001", "body": "hi"}', "room_not_found"),
+        ('{"type": "edit", "message": {"$gt": 0}, "body": "x"}', "message_not_found"),
+        ("[" * 100_000, "frame_too_large"),
+        ('{"type": "send", "room": 1, "client_id": "00000000-0000-0000-0000-000000000002", "body": "<script>alert(1)</script>' + "x" * 5000 + '"}', "body_too_long"),
+    ],
+    ids=["not-json", "not-object", "type-not-string", "unknown-type", "bad-seq", "bad-client-id", "no-such-room", "odd-message-id", "too-large", "body-too-long"],
+)  # fmt: skip
+async def test_bad_frames_get_an_error_and_the_socket_stays(
+    people: SchoolPeople, frame: str, code: str, room: int
+) -> None:
+    communicator, _ = await connect(people.student)
+    await communicator.send_to(text_data=frame)
+    error = await communicator.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", code)
+    assert isinstance(error["detail"], str)
+    assert error["detail"]
+    await communicator.send_json_to({"type": "sync", "room": room, "after": 0})
+    assert (await communicator.receive_json_from())["type"] == "history"
+    await communicator.disconnect()
+
+
+async def test_another_schools_room_looks_like_no_room(people: SchoolPeople, other_room: int) -> None:
+    communicator, _ = await connect(people.student)
+    answers = []
+    for room_id in (other_room, 999_999):
+        await communicator.send_json_to({"type": "sync", "room": room_id, "after": 0})
+        answers.append(await communicator.receive_json_from())
+    assert answers[0] == answers[1] == {"type": "error", "code": "room_not_found", "detail": "There is no such room."}
+    await communicator.disconnect()
+
+
+async def test_a_reconnecting_client_gets_what_it_missed_in_order(people: SchoolPeople, room: int) -> None:
+    teacher, _ = await connect(people.teacher)
+    student, _ = await connect(people.student)
+    await student.disconnect()
+    for n in range(3):
+        await send_and_ack(teacher, room, f"m{n}")
+    student, ready = await connect(people.student)
+    listed = next(r for r in ready["rooms"] if r["id"] == room)
+    assert (listed["last_seq"], listed["unread"]) == (3, 3)
+    await student.send_json_to({"type": "sync", "room": room, "after": 1})
+    page = await student.receive_json_from()
+    assert [m["body"] for m in page["messages"]] == ["m1", "m2"]
+    assert page["more"] is False
+    await student.disconnect()
+    await teacher.disconnect()
+
+
+async def test_flooding_is_limited_then_closed(people: SchoolPeople) -> None:
+    communicator, _ = await connect(people.student)
+    for _ in range(40):
+        await communicator.send_to(text_data='{"type": "dance"}')
+    codes = []
+    while True:
+        output = await communicator.receive_output(timeout=1)
+        if output["type"] == "websocket.close":
+            assert output["code"] == CLOSE_FLOODING
+            break
+        codes.append(json.loads(output["text"])["code"])
+    assert "rate_limited" in codes
+
+
+async def test_an_ended_enrollment_stops_delivery_on_an_open_socket(people: SchoolPeople, room: int) -> None:
+    student, _ = await connect(people.student)
+    teacher, _ = await connect(people.teacher)
+
+    def end() -> None:
+        with scopes_disabled(), transaction.atomic():
+            Enrollment.objects.filter(user=people.student).update(active=False)
+        tell_user(people.student.pk, "rooms.changed")
+
+    await sync_to_async(end)()
+    removed = await student.receive_json_from()
+    assert removed == {"type": "room_removed", "room": room}
+    assert (await student.receive_json_from())["type"] == "ready"
+    await send_and_ack(teacher, room, "after")
+    assert await student.receive_nothing(timeout=0.2)
+    await student.disconnect()
+    await teacher.disconnect()
+
+
+async def test_groups_are_left_on_disconnect(
+    people: SchoolPeople, room: int, cohort_room: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from messaging.consumers import room_group, user_group
+
+    layer = get_channel_layer()
+    joined: list[str] = []
+    left: list[str] = []
+    group_add, group_discard = layer.group_add, layer.group_discard
+
+    async def add(group: str, channel: str) -> None:
+        joined.append(group)
+        await group_add(group, channel)
+
+    async def discard(group: str, channel: str) -> None:
+        left.append(group)
+        await group_discard(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", add)
+    monkeypatch.setattr(layer, "group_discard", discard)
+    communicator, _ = await connect(people.student)
+    expected = {room_group(room), room_group(cohort_room), user_group(people.student.pk)}
+    assert set(joined) == expected
+    await communicator.disconnect()
+    assert set(left) == expected
