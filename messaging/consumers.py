@@ -164,6 +164,34 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             user=self.user, room_id=frame.get("room"), up_to=frame.get("up_to")
         )
 
+    async def on_open(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.set_room_open)(user=self.user, room_id=frame.get("room"), opened=True)
+
+    async def on_close(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.set_room_open)(user=self.user, room_id=frame.get("room"), opened=False)
+
+    async def on_lock(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.lock_room)(
+            user=self.user, room_id=frame.get("room"), reason=frame.get("reason")
+        )
+
+    async def on_unlock(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.unlock_room)(user=self.user, room_id=frame.get("room"))
+
+    async def on_mute(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.mute)(
+            user=self.user, room_id=frame.get("room"), student_id=frame.get("user"), reason=frame.get("reason")
+        )
+
+    async def on_unmute(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.unmute)(
+            user=self.user, room_id=frame.get("room"), student_id=frame.get("user")
+        )
+
+    async def on_accept_policy(self, frame: dict[str, Any]) -> None:
+        await database_sync_to_async(services.accept_policy)(user=self.user, version=frame.get("version"))
+        await self._refresh_rooms()
+
     # -- events from the channel layer --------------------------------------------------
 
     async def room_event(self, event: dict[str, Any]) -> None:
@@ -189,4 +217,11 @@ HANDLERS = {
     "sync": ChatConsumer.on_sync,
     "history": ChatConsumer.on_history,
     "read": ChatConsumer.on_read,
+    "open": ChatConsumer.on_open,
+    "close": ChatConsumer.on_close,
+    "lock": ChatConsumer.on_lock,
+    "unlock": ChatConsumer.on_unlock,
+    "mute": ChatConsumer.on_mute,
+    "unmute": ChatConsumer.on_unmute,
+    "accept_policy": ChatConsumer.on_accept_policy,
 }

@@ -24,7 +24,7 @@ from django_scopes import scopes_disabled
 from audit.services import record
 from classes.models import User
 from messaging import policy
-from messaging.models import Message, ReadPosition, Room
+from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
 
 PAGE = 50
 
@@ -410,3 +410,141 @@ def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
                     payload={"rooms": len(rooms)},
                 )
     return listed
+
+
+# -- teacher controls ---------------------------------------------------------------------
+
+
+def _moderated_room(user: User, room_id: Any, now: datetime) -> Room:
+    room = _room(user, room_id, now)
+    if not policy.is_moderator_of(user, room):
+        raise MessagingError("not_allowed", "Only the room's teachers and moderators can do that.")
+    return room
+
+
+def _room_changed(room: Room, action: str, actor: User, payload: dict[str, Any]) -> None:
+    """Record a change of a room's state and tell its sockets the new state (after commit)."""
+    record(action, school_id=room.school_id, actor=actor, target=room, target_label=room_name(room), payload=payload)
+    state = policy.room_state(room)
+    publish(room, {"type": "room_state", "room": room.pk, "state": state.state.value, "reason": state.reason})
+
+
+def set_room_open(*, user: User, room_id: Any, opened: bool, now: datetime | None = None) -> Room:
+    """A teacher opens their class room for chat, or closes it again."""
+    now = now or timezone.now()
+    room = _moderated_room(user, room_id, now)
+    with transaction.atomic(), scopes_disabled():
+        room.opened = opened
+        room.save(update_fields=["opened"])
+        _room_changed(room, "room.opened" if opened else "room.closed", user, {"room": room.pk})
+    return room
+
+
+def lock_room(*, user: User, room_id: Any, reason: Any, now: datetime | None = None) -> Room:
+    now = now or timezone.now()
+    room = _moderated_room(user, room_id, now)
+    text = str(reason or "").strip()
+    if not text or len(text) > 500:
+        raise MessagingError(
+            "reason_required", "Give a reason (up to 500 characters) that everyone in the room will see."
+        )
+    with transaction.atomic(), scopes_disabled():
+        room.locked_reason, room.locked_by = text, user
+        room.save(update_fields=["locked_reason", "locked_by"])
+        _room_changed(room, "room.locked", user, {"room": room.pk, "reason": text})
+    return room
+
+
+def unlock_room(*, user: User, room_id: Any, now: datetime | None = None) -> Room:
+    now = now or timezone.now()
+    room = _moderated_room(user, room_id, now)
+    with transaction.atomic(), scopes_disabled():
+        room.locked_reason, room.locked_by = "", None
+        room.save(update_fields=["locked_reason", "locked_by"])
+        _room_changed(room, "room.unlocked", user, {"room": room.pk})
+    return room
+
+
+def mute(*, user: User, room_id: Any, student_id: Any, reason: Any, now: datetime | None = None) -> Mute:
+    """A teacher mutes a student of the room, with a reason the student is shown."""
+    now = now or timezone.now()
+    room = _moderated_room(user, room_id, now)
+    text = str(reason or "").strip()
+    if not text or len(text) > 500:
+        raise MessagingError("reason_required", "Give the student a reason (up to 500 characters).")
+    student = _student_of(room, student_id, now)
+    with transaction.atomic(), scopes_disabled():
+        existing = Mute.objects.filter(room=room, user=student, ended__isnull=True).first()
+        if existing is not None:
+            return existing
+        muted = Mute.objects.create(school_id=room.school_id, room=room, user=student, reason=text, muted_by=user)
+        record(
+            "student.muted",
+            school_id=room.school_id,
+            actor=user,
+            target=student,
+            target_label=student.username,
+            payload={"room": room.pk, "reason": text},
+        )
+        publish(room, {"type": "muted", "room": room.pk, "user": student.pk, "reason": text})
+    return muted
+
+
+def unmute(*, user: User, room_id: Any, student_id: Any, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    room = _moderated_room(user, room_id, now)
+    student = _student_of(room, student_id, now)
+    with transaction.atomic(), scopes_disabled():
+        if Mute.objects.filter(room=room, user=student, ended__isnull=True).update(ended=now):
+            record(
+                "student.unmuted",
+                school_id=room.school_id,
+                actor=user,
+                target=student,
+                target_label=student.username,
+                payload={"room": room.pk},
+            )
+            publish(room, {"type": "unmuted", "room": room.pk, "user": student.pk})
+
+
+def _student_of(room: Room, student_id: Any, now: datetime) -> User:
+    try:
+        pk = int(student_id)
+    except (TypeError, ValueError):
+        raise MessagingError("student_not_found", "There is no such student in this room.") from None
+    everyone, adults = policy.members(room, now)
+    if pk not in everyone or pk in adults:
+        raise MessagingError("student_not_found", "There is no such student in this room.")
+    with scopes_disabled():
+        return User.objects.get(pk=pk)
+
+
+# -- the acceptable-use policy ---------------------------------------------------------------
+
+
+def current_policy(user: User) -> AcceptableUsePolicy | None:
+    if user.school_id is None:
+        return None
+    with scopes_disabled():
+        return AcceptableUsePolicy.objects.filter(school_id=user.school_id).order_by("-version").first()
+
+
+def accept_policy(*, user: User, version: Any, now: datetime | None = None) -> PolicyAcceptance:
+    """Record that `user` accepted the school's current acceptable-use policy (the version they were shown)."""
+    now = now or timezone.now()
+    current = current_policy(user)
+    if current is None or version != current.version:
+        raise MessagingError("policy_changed", "The acceptable-use policy has changed; read the current one first.")
+    with transaction.atomic(), scopes_disabled():
+        acceptance, created = PolicyAcceptance.objects.get_or_create(
+            school_id=current.school_id, policy=current, user=user, defaults={"accepted": now}
+        )
+        if created:
+            record(
+                "policy.accepted",
+                school_id=current.school_id,
+                actor=user,
+                target=current,
+                payload={"version": current.version},
+            )
+    return acceptance

@@ -273,3 +273,76 @@ def test_a_resend_racing_the_original_makes_one_message() -> None:
     assert sum(r.created for r in results) == 1
     with scopes_disabled():
         assert Message.objects.filter(client_id=client_id).count() == 1
+
+
+class TestTeacherControls:
+    def test_a_teacher_opens_and_closes_the_room(self, school_a: SchoolPeople) -> None:
+        room = class_room(school_a)
+        services.set_room_open(user=school_a.teacher, room_id=room.pk, opened=True, now=NOON)
+        assert send(school_a).created
+        services.set_room_open(user=school_a.teacher, room_id=room.pk, opened=False, now=NOON)
+        with pytest.raises(MessagingError) as caught:
+            send(school_a)
+        assert caught.value.code == "room_closed"
+        with scopes_disabled():
+            actions = list(AuditEvent.objects.filter(actor=school_a.teacher).values_list("action", flat=True))
+        assert actions == ["room.opened", "room.closed"]
+
+    @pytest.mark.parametrize(
+        ("who", "code"),
+        [("student", "not_allowed"), ("aide", "not_allowed"), ("safeguarding_lead", "not_allowed"),
+         ("other_teacher", "room_not_found"), ("admin", "room_not_found")],
+    )  # fmt: skip
+    def test_only_the_rooms_teachers_and_moderators_control_it(
+        self, school_a: SchoolPeople, who: str, code: str
+    ) -> None:
+        room = class_room(school_a)
+        with pytest.raises(MessagingError) as caught:
+            services.lock_room(user=getattr(school_a, who), room_id=room.pk, reason="x", now=NOON)
+        assert caught.value.code == code
+        with scopes_disabled():
+            room.refresh_from_db()
+        assert room.locked_reason == ""
+
+    def test_locking_shows_the_reason_and_unlocking_clears_it(self, school_a: SchoolPeople, room: Room) -> None:
+        services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Exam in progress", now=NOON)
+        with pytest.raises(MessagingError) as caught:
+            send(school_a)
+        assert (caught.value.code, caught.value.detail) == ("room_locked", "Exam in progress")
+        services.unlock_room(user=school_a.moderator, room_id=room.pk, now=NOON)
+        assert send(school_a).created
+
+    def test_muting_a_student_with_a_reason(self, school_a: SchoolPeople, room: Room) -> None:
+        with pytest.raises(MessagingError) as caught:
+            services.mute(user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, reason=" ", now=NOON)
+        assert caught.value.code == "reason_required"
+        with pytest.raises(MessagingError) as caught:  # an adult is not muted like a student
+            services.mute(user=school_a.teacher, room_id=room.pk, student_id=school_a.aide.pk, reason="x", now=NOON)
+        assert caught.value.code == "student_not_found"
+        services.mute(
+            user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, reason="Spamming", now=NOON
+        )
+        with pytest.raises(MessagingError) as caught:
+            send(school_a)
+        assert caught.value.detail == "A teacher has muted you in this room: Spamming"
+        services.unmute(user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, now=NOON)
+        assert send(school_a).created
+        with scopes_disabled():
+            actions = set(AuditEvent.objects.filter(actor=school_a.teacher).values_list("action", flat=True))
+        assert {"student.muted", "student.unmuted"} <= actions
+
+
+def test_accepting_the_policy_is_recorded(school_a: SchoolPeople, room: Room) -> None:
+    from messaging.models import AcceptableUsePolicy
+
+    with scopes_disabled():
+        AcceptableUsePolicy.objects.create(school=school_a.school, version=1, text="Be kind.", published=NOON)
+        AcceptableUsePolicy.objects.create(school=school_a.school, version=2, text="Be kind, always.", published=NOON)
+    with pytest.raises(MessagingError) as caught:
+        services.accept_policy(user=school_a.student, version=1, now=NOON)
+    assert caught.value.code == "policy_changed"
+    services.accept_policy(user=school_a.student, version=2, now=NOON)
+    services.accept_policy(user=school_a.student, version=2, now=NOON)
+    assert send(school_a).created
+    with scopes_disabled():
+        assert AuditEvent.objects.filter(action="policy.accepted", actor=school_a.student).count() == 1
