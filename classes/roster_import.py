@@ -57,7 +57,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
-from classes.signals import roster_changed
+from classes.signals import membership_changed, people_disabled, roster_changed
 from commonroom.db import insert_rows, values_where_in
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,8 @@ class _Importer:
         self.schools: dict[str, School] = {}
         self.org_schools: dict[str, School | None] = {}
         self.touched: set[int] = set()  # schools this import changed something in
+        self.moved: set[int] = set()  # people whose enrollments or cohort changed
+        self.disabled: set[int] = set()  # people this import disabled
         self.in_scope: set[int] = set()
         self.users: dict[str, User] = {}
         self.classes: dict[str, SchoolClass] = {}
@@ -326,6 +328,10 @@ class _Importer:
         self.step("enrollments")
         self.import_enrollments()
         roster_changed.send(sender=_Importer, school_ids=self.in_scope | self.touched)
+        if self.moved:
+            membership_changed.send(sender=_Importer, user_ids=self.moved)
+        if self.disabled:
+            people_disabled.send(sender=_Importer, user_ids=self.disabled)
         self.step("audit")
         self.write_audit(source_name)
         self.result.school_ids = sorted(self.in_scope)
@@ -700,6 +706,7 @@ class _Importer:
             update_fields.update(changed)
             if changed == ["enabled"] and not values["enabled"]:
                 kind, action = "deactivated", "person.disabled"
+                self.disabled.add(user.pk)
             else:
                 kind, action = "updated", "person.updated"
             self.count("users", kind, user.school_id or 0)
@@ -787,6 +794,7 @@ class _Importer:
             by_sid[sourced_id]._state.adding = False
 
     def _disable(self, user: User, reason: str, to_update: dict[int, User], update_fields: set[str]) -> None:
+        self.disabled.add(user.pk)
         user.enabled = False
         to_update[user.pk] = user
         update_fields.add("enabled")
@@ -923,6 +931,7 @@ class _Importer:
             if current is not None and current.cohort_id == cohort.pk:
                 self.count("cohort_memberships", "unchanged", school_id)
                 continue
+            self.moved.add(user_id)
             if current is not None:
                 CohortMembership.objects.filter(pk=current.pk).update(end_date=self.today)
                 self.count("cohort_memberships", "deactivated", school_id)
@@ -1019,6 +1028,7 @@ class _Importer:
             changed = {name: new for name, old, new in zip(fields, old_values, values, strict=True) if old != new}
             old = {name: old for name, old, new in zip(fields, old_values, values, strict=True) if old != new}
             to_update[pk] = changed
+            self.moved.add(values[2])
             self.count("enrollments", "updated", klass.school_id)
             self.audit(
                 klass.school_id,
@@ -1051,6 +1061,7 @@ class _Importer:
         user_names = {u.pk: u.username for u in self.users.values()}
         class_titles = {c.pk: c.title for c in self.classes.values()}
         for sid, (school_id, class_id, user_id, role, _primary, begin, end, _active) in to_create:
+            self.moved.add(user_id)
             self.count("enrollments", "created", school_id)
             username, title = user_names[user_id], class_titles[class_id]
             self.audit(
@@ -1087,6 +1098,7 @@ class _Importer:
         pk, (school_id, class_id, user_id, _role, _primary, _begin, end_date, _active) = current
         end = end_date if end_date is not None and end_date <= self.today else self.today
         to_update[pk] = {"active": False, "end_date": end}
+        self.moved.add(user_id)
         self.count("enrollments", "deactivated", school_id)
         self.audit(
             school_id,

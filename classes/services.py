@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.services import Entry, record, record_many
 from classes import access
 from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
-from classes.signals import roster_changed
+from classes.signals import membership_changed, people_disabled, roster_changed
 
 
 class ProvisioningError(Exception):
@@ -50,6 +50,8 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
         obj.save()
         if isinstance(obj, SchoolClass | Cohort):
             roster_changed.send(sender=type(obj), school_ids={obj.school_id})
+        if isinstance(obj, User) and not obj.enabled:
+            people_disabled.send(sender=User, user_ids={obj.pk})
         record(
             action,
             school_id=obj.pk if isinstance(obj, School) else obj.school_id,
@@ -148,6 +150,7 @@ def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: s
             role=role,
             begin_date=timezone.localdate(),
         )
+        membership_changed.send(sender=Enrollment, user_ids={user.pk})
         record(
             "enrollment.created",
             school_id=school_class.school_id,
@@ -166,6 +169,7 @@ def end_enrollment(*, actor: User | None, enrollment: Enrollment, reason: str = 
         enrollment.active = False
         enrollment.end_date = timezone.localdate()
         enrollment.save(update_fields=["active", "end_date"])
+        membership_changed.send(sender=Enrollment, user_ids={enrollment.user_id})
         record(
             "enrollment.ended",
             school_id=enrollment.school_id,
@@ -302,6 +306,8 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
             memberships_ended=memberships_ended,
         )
         roster_changed.send(sender=YearClosed, school_ids={school.pk})
+        affected = set(Enrollment.objects.filter(school_class_id__in=class_ids).values_list("user_id", flat=True))
+        membership_changed.send(sender=YearClosed, user_ids=affected)
         record_many(
             [Entry.about("school_year.closed", year, result.as_dict(), label=year.title)],
             school_id=school.pk,

@@ -15,3 +15,12 @@ class MessagingConfig(AppConfig):
         from messaging.services import subscribe  # noqa: PLC0415
 
         subscribe(publish_to_room)
+
+        from django.contrib.auth.signals import user_logged_out  # noqa: PLC0415
+
+        from classes.signals import membership_changed, people_disabled  # noqa: PLC0415
+        from messaging.live import on_logged_out, on_membership_changed, on_people_disabled  # noqa: PLC0415
+
+        membership_changed.connect(on_membership_changed, dispatch_uid="messaging.membership_changed")
+        people_disabled.connect(on_people_disabled, dispatch_uid="messaging.people_disabled")
+        user_logged_out.connect(on_logged_out, dispatch_uid="messaging.logged_out")

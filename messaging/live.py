@@ -7,6 +7,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
 from messaging.consumers import room_group, user_group
 from messaging.models import Message, Room
@@ -30,3 +31,26 @@ def tell_user(user_id: int, kind: str) -> None:
     layer = get_channel_layer()
     if layer is not None:
         async_to_sync(layer.group_send)(user_group(user_id), {"type": kind})
+
+
+def _after_commit(kind: str, user_ids: set[int]) -> None:
+    ids = sorted(user_ids)
+
+    def deliver() -> None:
+        for user_id in ids:
+            tell_user(user_id, kind)
+
+    transaction.on_commit(deliver)
+
+
+def on_membership_changed(sender: Any, user_ids: set[int], **kwargs: Any) -> None:
+    _after_commit("rooms.changed", user_ids)
+
+
+def on_people_disabled(sender: Any, user_ids: set[int], **kwargs: Any) -> None:
+    _after_commit("session.ended", user_ids)
+
+
+def on_logged_out(sender: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None and getattr(user, "pk", None) is not None:
+        tell_user(user.pk, "session.ended")

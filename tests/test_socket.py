@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django_scopes import scopes_disabled
 
-from classes.models import Enrollment
+from classes.models import Enrollment, User
 from messaging.consumers import CLOSE_FLOODING, CLOSE_UNAUTHENTICATED, ChatConsumer
 from messaging.live import tell_user
 from messaging.models import Room
@@ -246,3 +246,44 @@ async def test_groups_are_left_on_disconnect(
     assert set(joined) == expected
     await communicator.disconnect()
     assert set(left) == expected
+
+
+async def test_ending_an_enrollment_in_the_admin_reaches_the_open_socket(people: SchoolPeople, room: int) -> None:
+    from classes.services import end_enrollment
+
+    student, _ = await connect(people.student)
+
+    def end() -> None:
+        with scopes_disabled():
+            enrollment = Enrollment.objects.get(user=people.student, school_class=people.school_class)
+            end_enrollment(actor=people.admin, enrollment=enrollment, reason="moved set")
+
+    await sync_to_async(end)()
+    assert await student.receive_json_from() == {"type": "room_removed", "room": room}
+    await student.disconnect()
+
+
+async def test_a_disabled_person_is_disconnected(people: SchoolPeople) -> None:
+    from classes.services import save_provisioned
+    from messaging.consumers import CLOSE_SIGNED_OUT
+
+    student, _ = await connect(people.student)
+
+    def disable() -> None:
+        people.student.enabled = False
+        save_provisioned(actor=people.admin, obj=people.student, action="person.updated", fields=["enabled"])
+
+    await sync_to_async(disable)()
+    output = await student.receive_output(timeout=1)
+    assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
+async def test_signing_out_closes_the_sockets(people: SchoolPeople) -> None:
+    from django.contrib.auth.signals import user_logged_out
+
+    from messaging.consumers import CLOSE_SIGNED_OUT
+
+    student, _ = await connect(people.student)
+    await sync_to_async(user_logged_out.send)(sender=User, request=None, user=people.student)
+    output = await student.receive_output(timeout=1)
+    assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
