@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
+from django.db import connections, transaction
 from django_scopes import scopes_disabled
 
 from classes.models import Enrollment, User
@@ -21,6 +23,13 @@ from messaging.models import Room
 from tests.conftest import SchoolPeople, make_school
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+@pytest.fixture(autouse=True)
+async def close_thread_connections() -> AsyncIterator[None]:
+    """Consumers reach the database from the sync thread; close its connections so the test database can go."""
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
