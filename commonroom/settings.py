@@ -64,7 +64,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "commonroom.urls"
 ASGI_APPLICATION = "commonroom.asgi.application"
 AUTH_USER_MODEL = "classes.User"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
 
 TEMPLATES = [
     {

@@ -48,7 +48,7 @@ def test_healthy_with_redis(client: Client) -> None:
     assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok"}
 
 
-def test_the_front_door_leads_somewhere(client: Client) -> None:
+def test_the_front_door_asks_to_sign_in(client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == "/admin/"
+    assert response["Location"] == "/login/?next=/"

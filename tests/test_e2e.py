@@ -1,0 +1,159 @@
+"""End to end: two real daphne processes sharing Redis and PostgreSQL, and real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
+
+from tests.conftest import SchoolPeople, make_school
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def servers() -> Iterator[list[int]]:
+    """Two daphne processes on loopback, on the test database and the test Redis; stopped afterwards."""
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "commonroom.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "REDIS_URL": settings.REDIS_URL or "",
+        "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "commonroom.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        for port in ports:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "daphne did not start"
+                time.sleep(0.2)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+
+
+def session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def frames_until(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if frame["type"] == kind:
+            return frame
+
+
+@pytest.fixture
+def people() -> SchoolPeople:
+    people = make_school("E2E School", "e")
+    people.school.class_rooms_start_open = True
+    people.school.save()
+    return people
+
+
+def test_a_message_crosses_from_one_server_to_the_other(servers: list[int], people: SchoolPeople) -> None:
+    student_cookie, teacher_cookie = session_cookie(people.student), session_cookie(people.teacher)
+
+    async def conversation() -> None:
+        first, second = (f"ws://127.0.0.1:{port}/ws/" for port in servers)
+        async with (
+            connect(
+                first, origin=Origin(f"http://127.0.0.1:{servers[0]}"), additional_headers={"Cookie": student_cookie}
+            ) as student,
+            connect(
+                second, origin=Origin(f"http://127.0.0.1:{servers[1]}"), additional_headers={"Cookie": teacher_cookie}
+            ) as teacher,
+        ):
+            ready = await frames_until(student, "ready")
+            await frames_until(teacher, "ready")
+            room = next(r["id"] for r in ready["rooms"] if r["kind"] == "class")
+            client_id = str(uuid.uuid4())
+            await student.send(
+                json.dumps({"type": "send", "room": room, "client_id": client_id, "body": "Across servers"})
+            )
+            ack = await frames_until(student, "ack")
+            heard = await frames_until(teacher, "message")
+            assert heard["message"]["id"] == ack["message"]["id"]
+            assert heard["message"]["body"] == "Across servers"
+            # The same client id sent again, through the other server, is the same message.
+            async with connect(
+                second,
+                origin=Origin(f"http://127.0.0.1:{servers[1]}"),
+                additional_headers={"Cookie": student_cookie},
+            ) as again:
+                await frames_until(again, "ready")
+                await again.send(
+                    json.dumps({"type": "send", "room": room, "client_id": client_id, "body": "Across servers"})
+                )
+                assert (await frames_until(again, "ack"))["message"]["id"] == ack["message"]["id"]
+
+    asyncio.run(conversation())
+
+
+def test_a_foreign_page_cannot_open_a_socket(servers: list[int], people: SchoolPeople) -> None:
+    cookie = session_cookie(people.student)
+
+    async def attempt(origin: str) -> bool:
+        try:
+            async with connect(
+                f"ws://127.0.0.1:{servers[0]}/ws/", origin=Origin(origin), additional_headers={"Cookie": cookie}
+            ) as ws:
+                await frames_until(ws, "ready", timeout=3)
+                return True
+        except Exception:  # noqa: BLE001  (a refused handshake or a close: the socket did not open)
+            return False
+
+    assert asyncio.run(attempt(f"http://127.0.0.1:{servers[0]}")) is True
+    for origin in ("https://evil.example", "null", f"https://127.0.0.1:{servers[0]}x"):
+        assert asyncio.run(attempt(origin)) is False, origin
