@@ -28,7 +28,17 @@ from audit.admin import AuditEventAdmin
 from audit.models import AuditEvent
 from audit.services import record
 from classes import access, services
-from classes.models import AcademicSession, Cohort, Enrollment, Organisation, School, SchoolClass, StaffRole, User
+from classes.models import (
+    AcademicSession,
+    Cohort,
+    CohortStaff,
+    Enrollment,
+    Organisation,
+    School,
+    SchoolClass,
+    StaffRole,
+    User,
+)
 from classes.oneroster import BundleError
 from classes.roster_import import InvalidBundle, import_bundle
 
@@ -110,7 +120,20 @@ class ProvisioningAdmin(admin.ModelAdmin[Any]):
 @admin.register(School, site=admin_site)
 class SchoolAdmin(ProvisioningAdmin):
     list_display = ("name", "identifier", "time_zone", "final_grade", "alumni_keep_access", "active")
-    fields = ("name", "identifier", "organisation", "time_zone", "final_grade", "alumni_keep_access", "active")
+    fields = (
+        "name",
+        "identifier",
+        "organisation",
+        "time_zone",
+        "final_grade",
+        "alumni_keep_access",
+        "class_rooms_start_open",
+        "quiet_hours_start",
+        "quiet_hours_end",
+        "edit_window_minutes",
+        "under_13_needs_consent",
+        "active",
+    )
     readonly_fields = ("identifier", "organisation", "active")
     actions = ["close_school_year"]
 
@@ -178,6 +201,13 @@ class CohortAdmin(ProvisioningAdmin):
     list_display = ("name", "graduation_year", "status", "graduated_on")
     list_filter = ("status",)
     readonly_fields = ("status", "graduated_on")
+
+
+@admin.register(CohortStaff, site=admin_site)
+class CohortStaffAdmin(ProvisioningAdmin):
+    list_display = ("user", "cohort", "active")
+    list_filter = ("active",)
+    fields = ("cohort", "user", "active")
 
 
 @admin.register(SchoolClass, site=admin_site)

@@ -12,7 +12,17 @@ from django.utils import timezone
 
 from audit.services import Entry, record, record_many
 from classes import access
-from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment, School, SchoolClass, StaffRole, User
+from classes.models import (
+    AcademicSession,
+    Cohort,
+    CohortMembership,
+    CohortStaff,
+    Enrollment,
+    School,
+    SchoolClass,
+    StaffRole,
+    User,
+)
 from classes.signals import membership_changed, people_disabled, roster_changed
 
 
@@ -52,6 +62,8 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
             roster_changed.send(sender=type(obj), school_ids={obj.school_id})
         if isinstance(obj, User) and not obj.enabled:
             people_disabled.send(sender=User, user_ids={obj.pk})
+        if isinstance(obj, CohortStaff):
+            membership_changed.send(sender=CohortStaff, user_ids={obj.user_id})
         record(
             action,
             school_id=obj.pk if isinstance(obj, School) else obj.school_id,
@@ -181,7 +193,17 @@ def end_enrollment(*, actor: User | None, enrollment: Enrollment, reason: str = 
 
 # -- school settings ----------------------------------------------------------
 
-SCHOOL_SETTINGS = ("name", "time_zone", "final_grade", "alumni_keep_access")
+SCHOOL_SETTINGS = (
+    "name",
+    "time_zone",
+    "final_grade",
+    "alumni_keep_access",
+    "class_rooms_start_open",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "edit_window_minutes",
+    "under_13_needs_consent",
+)
 
 
 def change_school_settings(*, actor: User | None, school: School, **values: Any) -> list[str]:

@@ -548,3 +548,31 @@ def accept_policy(*, user: User, version: Any, now: datetime | None = None) -> P
                 payload={"version": current.version},
             )
     return acceptance
+
+
+def publish_policy(
+    *, actor: User | None, school_id: int, text: str, now: datetime | None = None
+) -> AcceptableUsePolicy:
+    """A school admin publishes a new version of the acceptable-use policy; students accept it before posting again."""
+    now = now or timezone.now()
+    if not text.strip():
+        raise MessagingError("empty_policy", "The policy needs some text.")
+    with transaction.atomic(), scopes_disabled():
+        latest = (
+            AcceptableUsePolicy.objects.select_for_update()
+            .filter(school_id=school_id)
+            .order_by("-version")
+            .values_list("version", flat=True)
+            .first()
+        )
+        policy_version = AcceptableUsePolicy.objects.create(
+            school_id=school_id, version=(latest or 0) + 1, text=text, published=now
+        )
+        record(
+            "policy.published",
+            school_id=school_id,
+            actor=actor,
+            target=policy_version,
+            payload={"version": policy_version.version, "text": text},
+        )
+    return policy_version

@@ -70,7 +70,14 @@ def test_school_settings_changes_are_audited(client: Client, school_a: SchoolPeo
     _login(client, school_a.admin)
     response = client.post(
         f"/admin/classes/school/{school_a.school.pk}/change/",
-        {"name": school_a.school.name, "time_zone": "America/New_York", "final_grade": 12, "alumni_keep_access": ""},
+        {
+            "name": school_a.school.name,
+            "time_zone": "America/New_York",
+            "final_grade": 12,
+            "alumni_keep_access": "",
+            "edit_window_minutes": 15,
+            "under_13_needs_consent": "on",
+        },
     )
     assert response.status_code == 302, response.content
     with scopes_disabled():
@@ -89,7 +96,13 @@ def test_a_bad_time_zone_is_refused(client: Client, school_a: SchoolPeople) -> N
     _login(client, school_a.admin)
     response = client.post(
         f"/admin/classes/school/{school_a.school.pk}/change/",
-        {"name": school_a.school.name, "time_zone": "Mars/Olympus", "final_grade": 12, "alumni_keep_access": "on"},
+        {
+            "name": school_a.school.name,
+            "time_zone": "Mars/Olympus",
+            "final_grade": 12,
+            "alumni_keep_access": "on",
+            "edit_window_minutes": 15,
+        },
     )
     assert response.status_code == 200
     assert "is not a known time zone" in response.content.decode()
@@ -271,3 +284,19 @@ def test_the_admin_cannot_change_or_delete_an_event(client: Client, school_a: Sc
     with scopes_disabled():
         stored = AuditEvent.objects.get(pk=event.pk)
     assert (stored.action, stored.payload) == ("test.happened", {"n": 1})
+
+
+def test_a_school_admin_publishes_the_acceptable_use_policy(client: Client, school_a: SchoolPeople) -> None:
+    from messaging.models import AcceptableUsePolicy
+
+    _login(client, school_a.admin)
+    for text in ("Be kind.", "Be kind, always."):
+        response = client.post("/admin/messaging/acceptableusepolicy/add/", {"text": text})
+        assert response.status_code == 302, response.content
+    with scopes_disabled():
+        versions = list(AcceptableUsePolicy.objects.order_by("version").values_list("school_id", "version", "text"))
+        assert versions == [(school_a.school.pk, 1, "Be kind."), (school_a.school.pk, 2, "Be kind, always.")]
+        assert AuditEvent.objects.filter(action="policy.published", actor=school_a.admin).count() == 2
+        first = AcceptableUsePolicy.objects.get(version=1)
+    response = client.post(f"/admin/messaging/acceptableusepolicy/{first.pk}/change/", {"text": "Rewritten"})
+    assert response.status_code == 403

@@ -15,7 +15,7 @@ from django_scopes import scopes_disabled
 from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
 from classes.roster_import import import_bundle
 from classes.rostergen import RosterSpec, school_year_end, write_bundle
-from classes.services import enroll, grant_role
+from classes.services import change_school_settings, enroll, grant_role
 
 DEMO_PASSWORD = "commonroom-demo"  # noqa: S105  (printed for the demo; never used outside it)
 PREFIX = "demo"
@@ -78,7 +78,20 @@ class Command(BaseCommand):
                 actor=None, school=school, user=people["demo.safeguarding"], role=StaffRole.Role.SAFEGUARDING_LEAD
             )
             grant_role(actor=None, school=school, user=people["demo.admin"], role=StaffRole.Role.SCHOOL_ADMIN)
-            student = User.objects.filter(school=school, role=User.Role.STUDENT).order_by("username").first()
+            # The demo chats straight away: class rooms start open in the demo school.
+            change_school_settings(actor=None, school=school, class_rooms_start_open=True)
+            # The student printed shares a class with the demo teacher, so the two can talk.
+            shared = Enrollment.objects.filter(user=people["demo.teacher"], active=True).values("school_class")
+            student = (
+                User.objects.filter(
+                    school=school,
+                    role=User.Role.STUDENT,
+                    enrollments__school_class__in=shared,
+                    enrollments__active=True,
+                )
+                .order_by("username")
+                .first()
+            )
             if student is None:
                 raise CommandError("the demo roster has no students")
             logins = [
