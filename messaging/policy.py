@@ -195,6 +195,9 @@ def room_state(room: Room, now: datetime | None = None) -> RoomState:
     if room.locked_reason:
         return RoomState(State.LOCKED, room.locked_reason)
     everyone, adults = members(room, now)
+    if not adults:
+        # Every conversation has the adults responsible for it in its audience.
+        return RoomState(State.LOCKED, "This room opens when a member of staff joins it.")
     if len(everyone) == 2 and len(adults) < 2:
         # Invariant 2: no room is private to two people.
         return RoomState(State.LOCKED, "This room opens when a second adult joins it.")

@@ -18,6 +18,7 @@ from classes.models import AcademicSession, Cohort, CohortMembership, Enrollment
 from messaging.rooms import sync_rooms
 
 REQUIRE_SERVICES = os.environ.get("COMMONROOM_REQUIRE_SERVICES") == "1"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -32,6 +33,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing.append("PostgreSQL (set DATABASE_URL)")
     if item.get_closest_marker("redis") and not settings.REDIS_URL:
         missing.append("Redis (set REDIS_URL)")
+    if item.get_closest_marker("browser") and not os.path.exists(CHROMIUM):
+        missing.append(f"Chromium at {CHROMIUM} (set CHROMIUM)")
     if missing:
         message = "needs " + " and ".join(missing)
         if REQUIRE_SERVICES:

@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def servers() -> Iterator[list[int]]:
+def servers(tmp_path: Path) -> Iterator[list[int]]:
     """Two daphne processes on loopback, on the test database and the test Redis; stopped afterwards."""
     database = connection.settings_dict
     env = {
@@ -49,7 +49,13 @@ def servers() -> Iterator[list[int]]:
         "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "SECURE_COOKIES": "0",  # plain HTTP on loopback
     }
+    # As in a deployment, static files are collected first (DEBUG is off).
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
     ports = [free_port(), free_port()]
     processes = [
         subprocess.Popen(

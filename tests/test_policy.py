@@ -132,6 +132,14 @@ class TestStates:
         room.refresh_from_db()
         assert room_state(room, NOON) == room_state(room, NOON).__class__(State.LOCKED, "Cooling off after lunch")
 
+    def test_a_room_without_an_adult_stays_locked(self, school_a: SchoolPeople) -> None:
+        with scopes_disabled():
+            room = Room.objects.select_related("school", "cohort").get(cohort=school_a.cohort)  # two students, no staff
+        assert room_state(room, NOON).reason == "This room opens when a member of staff joins it."
+        with scopes_disabled():
+            CohortStaff.objects.create(school=school_a.school, cohort=school_a.cohort, user=school_a.teacher)
+        assert room_state(room, NOON).state == State.OPEN
+
     def test_a_room_of_two_people_waits_for_a_second_adult(self, school_a: SchoolPeople) -> None:
         room = open_room(class_room(school_a, "other_class"))  # one student, one teacher
         state = room_state(room, NOON)
