@@ -163,3 +163,31 @@ def test_a_foreign_page_cannot_open_a_socket(servers: list[int], people: SchoolP
     assert asyncio.run(attempt(f"http://127.0.0.1:{servers[0]}")) is True
     for origin in ("https://evil.example", "null", f"https://127.0.0.1:{servers[0]}x"):
         assert asyncio.run(attempt(origin)) is False, origin
+
+
+def test_the_same_send_racing_through_two_servers_makes_one_message(servers: list[int], people: SchoolPeople) -> None:
+    from django_scopes import scopes_disabled
+
+    from messaging.models import Message
+
+    cookie = session_cookie(people.student)
+
+    async def race() -> list[int]:
+        urls = [(f"ws://127.0.0.1:{port}/ws/", Origin(f"http://127.0.0.1:{port}")) for port in servers]
+        async with (
+            connect(urls[0][0], origin=urls[0][1], additional_headers={"Cookie": cookie}) as one,
+            connect(urls[1][0], origin=urls[1][1], additional_headers={"Cookie": cookie}) as two,
+        ):
+            ready = await frames_until(one, "ready")
+            await frames_until(two, "ready")
+            room = next(r["id"] for r in ready["rooms"] if r["kind"] == "class")
+            frame = json.dumps({"type": "send", "room": room, "client_id": client_id, "body": "once"})
+            await asyncio.gather(one.send(frame), two.send(frame))
+            acks = await asyncio.gather(frames_until(one, "ack"), frames_until(two, "ack"))
+            return [ack["message"]["id"] for ack in acks]
+
+    client_id = str(uuid.uuid4())
+    ids = asyncio.run(race())
+    assert ids[0] == ids[1]
+    with scopes_disabled():
+        assert Message.objects.filter(client_id=client_id).count() == 1

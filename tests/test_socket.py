@@ -296,3 +296,13 @@ async def test_signing_out_closes_the_sockets(people: SchoolPeople) -> None:
     await sync_to_async(user_logged_out.send)(sender=User, request=None, user=people.student)
     output = await student.receive_output(timeout=1)
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
+async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:
+    communicator, _ = await connect(people.teacher)
+    for kind in ("create_room", "room", "new_room", "dm", "direct"):
+        await communicator.send_json_to({"type": kind, "name": "private", "user": people.student.pk})
+        assert (await communicator.receive_json_from())["code"] == "unknown_type"
+    count = await sync_to_async(lambda: Room.objects.with_scopes_disabled().count())()  # type: ignore[attr-defined]
+    assert count == 3  # the two classes and the cohort of the fixture school
+    await communicator.disconnect()
