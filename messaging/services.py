@@ -69,7 +69,7 @@ Screener = Callable[[str, Room, User], Verdict]
 
 def screeners() -> list[Screener]:
     """The screeners named in the COMMONROOM_SCREENERS setting (none by default; moderation/ adds one)."""
-    return [import_string(path) for path in getattr(settings, "COMMONROOM_SCREENERS", [])]
+    return [import_string(path) for path in settings.COMMONROOM_SCREENERS]
 
 
 def screen(body: str, room: Room, author: User) -> Verdict:
