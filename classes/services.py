@@ -57,13 +57,16 @@ def _check_role_change(actor: User | None, user: User, role: str) -> None:
 def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[str]) -> None:
     """Save a record edited in a provisioning form and record `action` with the changed fields, in one transaction."""
     with transaction.atomic():
+        before = None
+        if isinstance(obj, CohortStaff) and obj.pk is not None:
+            before = CohortStaff._base_manager.filter(pk=obj.pk).values_list("user_id", flat=True).first()
         obj.save()
         if isinstance(obj, SchoolClass | Cohort):
             roster_changed.send(sender=type(obj), school_ids={obj.school_id})
         if isinstance(obj, User) and not obj.enabled:
             people_disabled.send(sender=User, user_ids={obj.pk})
         if isinstance(obj, CohortStaff):
-            membership_changed.send(sender=CohortStaff, user_ids={obj.user_id})
+            membership_changed.send(sender=CohortStaff, user_ids={obj.user_id} | ({before} if before else set()))
         record(
             action,
             school_id=obj.pk if isinstance(obj, School) else obj.school_id,
@@ -114,6 +117,7 @@ def grant_role(
         staff_role.source = StaffRole.Source.MANUAL
         staff_role.save(update_fields=["active", "source"])
         staff_role.cohorts.set(cohort_list)
+        membership_changed.send(sender=StaffRole, user_ids={user.pk})
         record(
             "staff_role.granted",
             school_id=school.pk,
@@ -132,6 +136,7 @@ def revoke_role(*, actor: User | None, staff_role: StaffRole) -> None:
             return
         staff_role.active = False
         staff_role.save(update_fields=["active"])
+        membership_changed.send(sender=StaffRole, user_ids={staff_role.user_id})
         record(
             "staff_role.revoked",
             school_id=staff_role.school_id,
@@ -329,6 +334,8 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
         )
         roster_changed.send(sender=YearClosed, school_ids={school.pk})
         affected = set(Enrollment.objects.filter(school_class_id__in=class_ids).values_list("user_id", flat=True))
+        if cohort is not None:
+            affected |= set(CohortMembership.objects.filter(cohort=cohort).values_list("user_id", flat=True))
         membership_changed.send(sender=YearClosed, user_ids=affected)
         record_many(
             [Entry.about("school_year.closed", year, result.as_dict(), label=year.title)],

@@ -24,6 +24,7 @@ MAX_FRAME = 16 * 1024  # characters: a 4,000-character message with room to spar
 RATE = 5.0  # frames per second, sustained
 BURST = 20.0  # frames at once
 STRIKES = 3  # rate-limited frames before the socket is closed
+STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
@@ -83,8 +84,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         await self._send(frame)
 
     def _allowed(self) -> bool:
-        """A token bucket per socket: RATE frames a second, BURST at once."""
+        """A token bucket per socket: RATE frames a second, BURST at once. Strikes are forgiven after a quiet minute."""
         moment = time.monotonic()
+        if self.strikes and moment - getattr(self, "last_strike", moment) > STRIKE_MEMORY:
+            self.strikes = 0
         self.tokens = min(BURST, self.tokens + (moment - self.checked) * RATE)
         self.checked = moment
         if self.tokens < 1:
@@ -95,6 +98,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self._allowed():
             self.strikes += 1
+            self.last_strike = time.monotonic()
             if self.strikes >= STRIKES:
                 await self.close(code=CLOSE_FLOODING)
                 return
@@ -122,6 +126,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             await handler(self, frame)
         except services.MessagingError as exc:
             await self._error(exc.code, exc.detail, frame.get("client_id") if frame["type"] == "send" else None)
+        except Exception:  # a bug must cost one frame an error, not the socket
+            logger.exception("frame %s failed", frame["type"])
+            await self._error("server_error", "Something went wrong on our side; try again.", frame.get("client_id"))
 
     # -- client frames ----------------------------------------------------------------
 
@@ -198,9 +205,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         room_id = event["room"]
         if room_id not in self.rooms:
             return  # left the room since the event was sent
-        held_for = event.get("held_for")
-        if held_for is not None and held_for != self.user.pk and not self.rooms[room_id].get("moderator"):
-            return  # a held message: its author and the room's moderators only
+        private_to = event.get("private_to")
+        if private_to is not None and private_to != self.user.pk and not self.rooms[room_id].get("moderator"):
+            return  # a held message, a mute: for one person and the room's moderators only
         await self.send(text_data=event["text"])
 
     async def rooms_changed(self, event: dict[str, Any]) -> None:

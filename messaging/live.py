@@ -18,11 +18,15 @@ def publish_to_room(room: Room, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    event = dict(event)
+    private_to = event.pop("private_to", None)
     message = event.get("message") or {}
+    if message.get("state") == Message.State.HELD:
+        private_to = message["author"]["id"]
     text = json.dumps(event, separators=(",", ":"))  # once, not once per recipient
     payload: dict[str, Any] = {"type": "room.event", "room": room.pk, "text": text}
-    if message.get("state") == Message.State.HELD:
-        payload["held_for"] = message["author"]["id"]
+    if private_to is not None:
+        payload["private_to"] = private_to
     async_to_sync(layer.group_send)(room_group(room.pk), payload)
 
 

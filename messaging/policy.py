@@ -133,9 +133,11 @@ def is_safeguarding_lead(user: Any) -> bool:
 
 def room_for(user: Any, room_id: Any, now: datetime | None = None) -> Room:
     """The room `room_id`, if `user` may read it; RoomNotFound otherwise (and for ids that are not ids)."""
+    if isinstance(room_id, bool) or not isinstance(room_id, int | str):
+        raise RoomNotFound
     try:
         pk = int(room_id)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RoomNotFound from None
     with scopes_disabled():
         room = readable_rooms(user, now).filter(pk=pk).select_related("school", "school_class", "cohort").first()

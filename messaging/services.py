@@ -145,6 +145,10 @@ def check_body(body: Any) -> str:
         raise MessagingError("body_too_long", f"A message can be at most {Message.MAX_LENGTH} characters long.")
     if "\x00" in body:
         raise MessagingError("invalid_body", "A message cannot contain a NUL character.")
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessagingError("invalid_body", "A message must be valid Unicode text.") from None
     return body
 
 
@@ -221,9 +225,11 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
 
 
 def _message(user: User, message_id: Any, now: datetime) -> tuple[Message, Room]:
+    if isinstance(message_id, bool) or not isinstance(message_id, int | str):
+        raise MessageNotFound
     try:
         pk = int(message_id)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise MessageNotFound from None
     with scopes_disabled():
         message = Message.objects.select_related("author", "room").filter(pk=pk).first()
@@ -251,17 +257,32 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
         raise MessagingError("not_allowed", "You can only edit your own messages.")
     if not _within_window(message, room, now):
         raise MessagingError("edit_window_over", "Messages can only be edited for a short while after sending.")
+    # An edit says something new: the room must be open to the author, and the new text is screened.
+    refusal = policy.posting_refusal(user, room, now)
+    if refusal is not None:
+        raise MessagingError(refusal.code, refusal.detail)
+    verdict = screen(text, room, user)
+    if verdict.action == "reject":
+        raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
     with transaction.atomic(), scopes_disabled():
         old = message.body
         message.body, message.edited = text, now
-        message.save(update_fields=["body", "edited"])
+        if verdict.action == "hold":
+            message.state = Message.State.HELD
+        message.save(update_fields=["body", "edited", "state"])
         record(
             "message.edited",
             school_id=room.school_id,
             actor=user,
             target=message,
             target_label=f"room {room.pk} #{message.seq}",
-            payload={"room": room.pk, "seq": message.seq, "old_body": old, "body": text},
+            payload={
+                "room": room.pk,
+                "seq": message.seq,
+                "old_body": old,
+                "body": text,
+                "screening": {"action": verdict.action, "reason": verdict.reason, **verdict.details},
+            },
         )
         publish(room, {"type": "message_edited", "message": serialize(message)})
     return message
@@ -278,7 +299,10 @@ def remove_message(*, user: User, message_id: Any, reason: str = "", now: dateti
         return message
     own = message.author_id == user.pk and _within_window(message, room, now)
     if not own and not policy.is_moderator_of(user, room):
+        if message.author_id == user.pk:
+            raise MessagingError("edit_window_over", "Messages can only be deleted for a short while after sending.")
         raise MessagingError("not_allowed", "You can only delete your own recent messages.")
+    was_held = message.state == Message.State.HELD
     if not own and not str(reason).strip():
         raise MessagingError("reason_required", "Give a reason when you remove someone's message.")
     with transaction.atomic(), scopes_disabled():
@@ -293,7 +317,8 @@ def remove_message(*, user: User, message_id: Any, reason: str = "", now: dateti
             target_label=f"room {room.pk} #{message.seq}",
             payload={"room": room.pk, "seq": message.seq, "body": message.body, "reason": message.removed_reason},
         )
-        publish(room, {"type": "message_removed", "message": serialize(message)})
+        event = {"type": "message_removed", "message": serialize(message)}
+        publish(room, {**event, "private_to": message.author_id} if was_held else event)
     return message
 
 
@@ -486,7 +511,8 @@ def mute(*, user: User, room_id: Any, student_id: Any, reason: Any, now: datetim
             target_label=student.username,
             payload={"room": room.pk, "reason": text},
         )
-        publish(room, {"type": "muted", "room": room.pk, "user": student.pk, "reason": text})
+        # The reason is for the student (and the room's staff), not for the other students.
+        publish(room, {"type": "muted", "room": room.pk, "user": student.pk, "reason": text, "private_to": student.pk})
     return muted
 
 
@@ -504,13 +530,15 @@ def unmute(*, user: User, room_id: Any, student_id: Any, now: datetime | None = 
                 target_label=student.username,
                 payload={"room": room.pk},
             )
-            publish(room, {"type": "unmuted", "room": room.pk, "user": student.pk})
+            publish(room, {"type": "unmuted", "room": room.pk, "user": student.pk, "private_to": student.pk})
 
 
 def _student_of(room: Room, student_id: Any, now: datetime) -> User:
     try:
+        if isinstance(student_id, bool) or not isinstance(student_id, int | str):
+            raise TypeError
         pk = int(student_id)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise MessagingError("student_not_found", "There is no such student in this room.") from None
     everyone, adults = policy.members(room, now)
     if pk not in everyone or pk in adults:

@@ -346,3 +346,38 @@ def test_accepting_the_policy_is_recorded(school_a: SchoolPeople, room: Room) ->
     assert send(school_a).created
     with scopes_disabled():
         assert AuditEvent.objects.filter(action="policy.accepted", actor=school_a.student).count() == 1
+
+
+def test_an_edit_is_screened_and_obeys_the_room(school_a: SchoolPeople, room: Room, settings: Any) -> None:
+    message = send(school_a, body="nice words").message
+    settings.COMMONROOM_SCREENERS = ["tests.test_messaging_services.reject_everything"]
+    with pytest.raises(MessagingError) as caught:
+        services.edit_message(user=school_a.student, message_id=message.pk, body="unkind words", now=NOON)
+    assert caught.value.code == "rejected"
+    settings.COMMONROOM_SCREENERS = []
+    services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Calm down", now=NOON)
+    with pytest.raises(MessagingError) as caught:
+        services.edit_message(user=school_a.student, message_id=message.pk, body="still unkind", now=NOON)
+    assert caught.value.code == "room_locked"
+    with scopes_disabled():
+        message.refresh_from_db()
+    assert message.body == "nice words"
+
+
+def test_deleting_after_the_window_says_so(school_a: SchoolPeople, room: Room) -> None:
+    message = send(school_a).message
+    with pytest.raises(MessagingError) as caught:
+        services.remove_message(user=school_a.student, message_id=message.pk, now=NOON + timedelta(minutes=16))
+    assert caught.value.code == "edit_window_over"
+
+
+def test_the_safeguarding_leads_reading_is_recorded(school_a: SchoolPeople, room: Room) -> None:
+    send(school_a, body="one")
+    send(school_a, body="two")
+    services.sync(user=school_a.teacher, room_id=room.pk, after=0, now=NOON)  # a member: nothing recorded
+    services.sync(user=school_a.safeguarding_lead, room_id=room.pk, after=0, now=NOON)
+    with scopes_disabled():
+        events = list(AuditEvent.objects.filter(action="messages.read"))
+    assert len(events) == 1
+    assert events[0].actor_id == school_a.safeguarding_lead.pk
+    assert events[0].payload == {"room": room.pk, "from_seq": 1, "to_seq": 2, "count": 2}

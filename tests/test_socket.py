@@ -87,6 +87,13 @@ async def send_and_ack(communicator: WebsocketCommunicator, room: int, body: str
             return frame
 
 
+async def until(communicator: WebsocketCommunicator, kind: str) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = await communicator.receive_json_from()
+        if frame["type"] == kind:
+            return frame
+
+
 async def test_anonymous_is_refused() -> None:
     communicator = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
     communicator.scope["user"] = AnonymousUser()
@@ -306,3 +313,68 @@ async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:
     count = await sync_to_async(lambda: Room.objects.with_scopes_disabled().count())()  # type: ignore[attr-defined]
     assert count == 3  # the two classes and the cohort of the fixture school
     await communicator.disconnect()
+
+
+async def test_a_revoked_moderator_stops_hearing_the_room(people: SchoolPeople, room: int) -> None:
+    from classes.models import StaffRole
+    from classes.services import revoke_role
+
+    moderator, ready = await connect(people.moderator)
+    assert room in {r["id"] for r in ready["rooms"]}
+
+    def revoke() -> None:
+        operator = User.objects.create_superuser("op.revoke", password="pw")
+        with scopes_disabled():
+            revoke_role(actor=operator, staff_role=StaffRole.objects.get(user=people.moderator, role="moderator"))
+
+    await sync_to_async(revoke)()
+    removed = {(await moderator.receive_json_from())["room"] for _ in range(3)}
+    assert room in removed
+    assert (await moderator.receive_json_from()) == {"type": "ready", "rooms": []}
+    await moderator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ('{"type": "sync", "room": Infinity, "after": 0}', "room_not_found"),
+        ('{"type": "sync", "room": 1e400, "after": 0}', "room_not_found"),
+        ('{"type": "edit", "message": -Infinity, "body": "x"}', "message_not_found"),
+        ('{"type": "send", "room": 1, "client_id": "00000000-0000-0000-0000-000000000003", "body": "hi \\ud800"}', "invalid_body"),
+        ('{"type": "sync", "room": true, "after": 0}', "room_not_found"),
+    ],
+    ids=["infinity", "huge-number", "minus-infinity", "lone-surrogate", "boolean-id"],
+)  # fmt: skip
+async def test_odd_numbers_and_text_get_an_error(people: SchoolPeople, room: int, frame: str, code: str) -> None:
+    communicator, _ = await connect(people.student)
+    await communicator.send_to(text_data=frame.replace('"room": 1,', f'"room": {room},'))
+    assert (await communicator.receive_json_from())["code"] == code
+    await communicator.disconnect()
+
+
+async def test_a_mute_reason_is_for_the_student_and_staff_only(people: SchoolPeople, room: int) -> None:
+    student, _ = await connect(people.student)
+    aide, _ = await connect(people.aide)
+    teacher, _ = await connect(people.teacher)
+    await teacher.send_json_to({"type": "mute", "room": room, "user": people.student.pk, "reason": "Behaviour plan"})
+    assert (await student.receive_json_from())["reason"] == "Behaviour plan"
+    assert (await teacher.receive_json_from())["type"] == "muted"  # the room's teacher moderates it
+    assert await aide.receive_nothing(timeout=0.3)
+    for communicator in (student, aide, teacher):
+        await communicator.disconnect()
+
+
+async def test_a_held_message_and_its_removal_stay_private(people: SchoolPeople, room: int, settings: Any) -> None:
+    settings.COMMONROOM_SCREENERS = ["tests.test_messaging_services.hold_everything"]
+    student, _ = await connect(people.student)
+    aide, _ = await connect(people.aide)
+    teacher, _ = await connect(people.teacher)
+    ack = await send_and_ack(student, room, "borderline")
+    assert ack["message"]["state"] == "held"
+    assert (await teacher.receive_json_from())["message"]["id"] == ack["message"]["id"]
+    await student.send_json_to({"type": "delete", "message": ack["message"]["id"]})
+    assert (await until(student, "message_removed"))["message"]["id"] == ack["message"]["id"]
+    assert (await until(teacher, "message_removed"))["message"]["id"] == ack["message"]["id"]
+    assert await aide.receive_nothing(timeout=0.3)
+    for communicator in (student, aide, teacher):
+        await communicator.disconnect()

@@ -1,6 +1,10 @@
 // The minimal chat client: one socket per tab, reconnect with backoff and jitter, resume with `sync`,
 // a client id on every send. All text from people is inserted as text, never as HTML.
-const state = { socket: null, rooms: new Map(), current: null, lastSeq: new Map(), attempt: 0 };
+const state = {
+  socket: null, rooms: new Map(), current: null, lastSeq: new Map(), attempt: 0,
+  pending: new Map(), // client_id -> send frame, until acknowledged (resent after a reconnect)
+  readTimer: null,
+};
 const $ = (id) => document.getElementById(id);
 
 function setConnection(text) { $("connection").textContent = text; }
@@ -24,20 +28,43 @@ function send(frame) {
   if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(frame));
 }
 
+// One `read` a second at most, for the newest message shown: never a frame per message.
+function markRead() {
+  if (state.readTimer !== null) return;
+  state.readTimer = setTimeout(() => {
+    state.readTimer = null;
+    const seq = state.lastSeq.get(state.current);
+    if (seq) send({ type: "read", room: state.current, up_to: seq });
+  }, 1000);
+}
+
 function handle(frame) {
   switch (frame.type) {
     case "ready":
       state.rooms = new Map(frame.rooms.map((room) => [room.id, room]));
       renderRooms();
-      for (const room of frame.rooms) {
-        const seen = state.lastSeq.get(room.id) ?? 0;
-        if (room.last_seq > seen) send({ type: "sync", room: room.id, after: seen });
-      }
+      if (state.current !== null && !state.rooms.has(state.current)) state.current = null;
       if (state.current === null && frame.rooms.length) openRoom(frame.rooms[0].id);
-      else showBanner();
+      else if (state.current !== null) send({ type: "sync", room: state.current, after: state.lastSeq.get(state.current) ?? 0 });
+      for (const frame of state.pending.values()) send(frame); // unacknowledged sends, same client ids
+      showBanner();
       break;
-    case "history": frame.messages.forEach(showMessage); if (frame.more) send({ type: "sync", room: frame.room, after: state.lastSeq.get(frame.room) }); break;
-    case "ack": case "message": case "message_edited": case "message_removed": showMessage(frame.message); break;
+    case "history":
+      if (frame.room !== state.current) break;
+      frame.messages.forEach(showMessage);
+      if (frame.more) send({ type: "sync", room: frame.room, after: state.lastSeq.get(frame.room) ?? 0 });
+      markRead();
+      break;
+    case "ack": state.pending.delete(frame.client_id); showMessage(frame.message); break;
+    case "message": {
+      const seen = state.lastSeq.get(frame.message.room) ?? 0;
+      // A gap means a live event was missed: ask for it (held messages of others may stay gaps).
+      if (frame.message.room === state.current && frame.message.seq > seen + 1) send({ type: "sync", room: state.current, after: seen });
+      showMessage(frame.message);
+      markRead();
+      break;
+    }
+    case "message_edited": case "message_removed": showMessage(frame.message); break;
     case "room_state": {
       const room = state.rooms.get(frame.room);
       if (room) { room.state = frame.state; room.reason = frame.reason; showBanner(); }
@@ -46,6 +73,7 @@ function handle(frame) {
     case "room_removed": state.rooms.delete(frame.room); renderRooms(); break;
     case "error": {
       const pending = frame.client_id && document.querySelector(`[data-client-id="${CSS.escape(frame.client_id)}"]`);
+      if (frame.client_id) state.pending.delete(frame.client_id);
       if (pending) { pending.classList.remove("pending"); pending.append(` (not sent: ${frame.detail})`); }
       else { $("banner").hidden = false; $("banner").textContent = frame.detail; }
       break;
@@ -98,7 +126,6 @@ function showMessage(message) {
   who.textContent = message.author.role === "student" ? message.author.name : `${message.author.name} (staff)`;
   const text = message.state === "removed" ? `message removed: ${message.removed_reason}` : message.body;
   item.replaceChildren(who, ": ", text, message.edited ? " (edited)" : "");
-  send({ type: "read", room: message.room, up_to: message.seq });
 }
 
 $("composer").addEventListener("submit", (event) => {
@@ -111,7 +138,9 @@ $("composer").addEventListener("submit", (event) => {
   item.dataset.clientId = clientId;
   item.textContent = body;
   $("messages").append(item);
-  send({ type: "send", room: state.current, client_id: clientId, body });
+  const frame = { type: "send", room: state.current, client_id: clientId, body };
+  state.pending.set(clientId, frame);
+  send(frame);
   $("body").value = "";
   $("count").textContent = "0 / 4000";
 });
