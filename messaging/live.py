@@ -32,17 +32,27 @@ def publish_to_room(room: Room, event: dict[str, Any]) -> None:
 
 def tell_user(user_id: int, kind: str) -> None:
     """Ask a person's open sockets to re-read their rooms (`rooms.changed`) or to close (`session.ended`)."""
+    tell_users([user_id], kind)
+
+
+def tell_users(user_ids: list[int], kind: str) -> None:
+    """The same for many people at once (an import can touch tens of thousands): one trip to the event loop."""
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(user_group(user_id), {"type": kind})
+    if layer is None or not user_ids:
+        return
+
+    async def send_all() -> None:
+        for user_id in user_ids:
+            await layer.group_send(user_group(user_id), {"type": kind})
+
+    async_to_sync(send_all)()
 
 
 def _after_commit(kind: str, user_ids: set[int]) -> None:
     ids = sorted(user_ids)
 
     def deliver() -> None:
-        for user_id in ids:
-            tell_user(user_id, kind)
+        tell_users(ids, kind)
 
     transaction.on_commit(deliver)
 
