@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of PostgreSQL")
     args = parser.parse_args()
 
+    # Stopped from outside, the run still drops the database it made.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     work = Path(tempfile.mkdtemp(prefix="commonroom-bench-"))
     database = f"commonroom_bench_{os.getpid()}"
     if args.sqlite:

@@ -64,7 +64,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def _refresh_rooms(self) -> None:
         """Join the groups of every room the user may read now, leave the others, and say so."""
-        listed = await database_sync_to_async(services.ready)(user=self.user)
+        listed, policy = await database_sync_to_async(self._ready)()
         now = {room["id"]: room for room in listed}
         for room_id in set(self.rooms) - set(now):
             await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
@@ -72,7 +72,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         for room_id in set(now) - set(self.rooms):
             await self.channel_layer.group_add(room_group(room_id), self.channel_name)
         self.rooms = now
-        await self._send({"type": "ready", "rooms": [{k: v for k, v in r.items() if k != "moderator"} for r in listed]})
+        rooms = [{k: v for k, v in r.items() if k != "moderator"} for r in listed]
+        await self._send({"type": "ready", "rooms": rooms, "policy": policy})
+
+    def _ready(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One unit of work in the sync thread: the rooms and the acceptable-use policy."""
+        return services.ready(user=self.user), services.policy_status(self.user)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))

@@ -406,6 +406,16 @@ def room_name(room: Room) -> str:
     return room.cohort.name if room.cohort is not None else f"Room {room.pk}"
 
 
+def policy_status(user: User) -> dict[str, Any] | None:
+    """The school's current acceptable-use policy as the `ready` frame shows it, or None if there is none."""
+    current = current_policy(user)
+    if current is None:
+        return None
+    with scopes_disabled():
+        accepted = PolicyAcceptance.objects.filter(policy=current, user=user).exists()
+    return {"version": current.version, "text": current.text, "accepted": accepted}
+
+
 def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
     """The rooms `user` may read, as the `ready` frame lists them; the safeguarding lead's look is recorded."""
     now = now or timezone.now()

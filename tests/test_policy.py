@@ -214,3 +214,22 @@ class TestPosting:
         refusal = posting_refusal(school_a.student, room, NOON)
         assert refusal is not None
         assert (refusal.code, refusal.detail) == ("muted", "A teacher has muted you in this room: Off topic")
+
+
+def test_a_graduated_cohorts_room_is_read_only(school_a: SchoolPeople) -> None:
+    with scopes_disabled():
+        school_a.cohort.status = "graduated"
+        school_a.cohort.save()
+        room = Room.objects.select_related("school", "cohort").get(cohort=school_a.cohort)
+    assert room_state(room, NOON) == room_state(room, NOON).__class__(State.READ_ONLY, "Class of 2027 has graduated.")
+    assert readable_rooms(school_a.student, NOON).filter(pk=room.pk).exists()  # alumni keep reading
+
+
+def test_quiet_hours_refuse_a_post_with_the_time_it_opens(school_a: SchoolPeople) -> None:
+    room = open_room(class_room(school_a))
+    school_a.school.quiet_hours_start, school_a.school.quiet_hours_end = time(21, 0), time(7, 0)
+    school_a.school.save()
+    room.refresh_from_db()
+    refusal = posting_refusal(school_a.student, room, datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
+    assert refusal is not None
+    assert (refusal.code, refusal.detail) == ("room_quiet_hours", "Quiet hours: posting opens again at 07:00.")

@@ -87,3 +87,26 @@ def test_year_end_keeps_the_rooms(tmp_path: Path) -> None:
         call_command("close_year", "--school", str(school_id))
     with scopes_disabled():
         assert Room.objects.count() == before
+
+
+def test_the_chat_page_makes_no_room(client: Client, school_a: SchoolPeople) -> None:
+    client.login(username=school_a.teacher.username, password="pw")
+    with scopes_disabled():
+        before = Room.objects.count()
+    assert client.get("/").status_code == 200
+    assert client.post("/", {"name": "private", "user": school_a.student.pk}).status_code == 405
+    with scopes_disabled():
+        assert Room.objects.count() == before
+
+
+def test_messaging_never_imports_moderation() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "messaging"
+    for source in root.rglob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            assert not any(name.split(".")[0] in {"moderation", "frontend"} for name in names), source

@@ -330,7 +330,7 @@ async def test_a_revoked_moderator_stops_hearing_the_room(people: SchoolPeople, 
     await sync_to_async(revoke)()
     removed = {(await moderator.receive_json_from())["room"] for _ in range(3)}
     assert room in removed
-    assert (await moderator.receive_json_from()) == {"type": "ready", "rooms": []}
+    assert (await moderator.receive_json_from()) == {"type": "ready", "rooms": [], "policy": None}
     await moderator.disconnect()
 
 
@@ -378,3 +378,26 @@ async def test_a_held_message_and_its_removal_stay_private(people: SchoolPeople,
     assert await aide.receive_nothing(timeout=0.3)
     for communicator in (student, aide, teacher):
         await communicator.disconnect()
+
+
+async def test_ready_carries_the_acceptable_use_policy_to_accept(people: SchoolPeople, room: int) -> None:
+    from messaging.models import AcceptableUsePolicy
+
+    def publish() -> None:
+        from django.utils import timezone
+
+        with scopes_disabled():
+            AcceptableUsePolicy.objects.create(
+                school=people.school, version=1, text="Be kind.", published=timezone.now()
+            )
+
+    await sync_to_async(publish)()
+    student, ready = await connect(people.student)
+    assert ready["policy"] == {"version": 1, "text": "Be kind.", "accepted": False}
+    client_id = str(uuid.uuid4())
+    await student.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "hi"})
+    assert (await student.receive_json_from())["code"] == "policy_not_accepted"
+    await student.send_json_to({"type": "accept_policy", "version": 1})
+    assert (await until(student, "ready"))["policy"]["accepted"] is True
+    await send_and_ack(student, room, "hi")
+    await student.disconnect()

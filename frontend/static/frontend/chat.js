@@ -48,6 +48,7 @@ function handle(frame) {
       else if (state.current !== null) send({ type: "sync", room: state.current, after: state.lastSeq.get(state.current) ?? 0 });
       for (const frame of state.pending.values()) send(frame); // unacknowledged sends, same client ids
       showBanner();
+      showPolicy(frame.policy);
       break;
     case "history":
       if (frame.room !== state.current) break;
@@ -111,6 +112,19 @@ function showBanner() {
   const banner = $("banner");
   banner.hidden = !room || room.state === "open";
   banner.textContent = room && room.state !== "open" ? room.reason : "";
+}
+
+function showPolicy(policy) {
+  const box = $("policy");
+  box.hidden = !policy || policy.accepted;
+  if (box.hidden) return;
+  const accept = document.createElement("button");
+  accept.type = "button";
+  accept.textContent = "I accept";
+  accept.addEventListener("click", () => send({ type: "accept_policy", version: policy.version }));
+  const text = document.createElement("p");
+  text.textContent = policy.text;
+  box.replaceChildren("Your school's acceptable-use policy:", text, accept);
 }
 
 function showMessage(message) {
