@@ -335,30 +335,31 @@ def _check_seq(value: Any, name: str) -> int:
     return int(value)
 
 
-def sync(*, user: User, room_id: Any, after: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
-    """The messages after sequence number `after`, oldest first, one page at a time."""
-    now = now or timezone.now()
-    after = _check_seq(after, "after")
-    room = _room(user, room_id, now)
+def _page(
+    user: User, room_id: Any, now: datetime | None, limit: int, *, after: int | None = None, before: int | None = None
+) -> Page:
+    """A page of what `user` may see in a room, oldest first: the first after `after`, or the last before `before`."""
+    room = _room(user, room_id, now or timezone.now())
     with scopes_disabled():
-        rows = _visible(Message.objects.filter(room=room, seq__gt=after), user, room).select_related("author")
-        messages = list(rows.order_by("seq")[: limit + 1])
-    page = messages[:limit]
+        rows = _visible(Message.objects.filter(room=room), user, room).select_related("author")
+        if after is not None:
+            messages = list(rows.filter(seq__gt=after).order_by("seq")[: limit + 1])
+            page = messages[:limit]
+        else:
+            messages = list(rows.filter(seq__lt=before).order_by("-seq")[: limit + 1])
+            page = messages[:limit][::-1]
     _record_reading(user, room, page)
     return Page(room.pk, [serialize(m, user) for m in page], more=len(messages) > limit)
 
 
+def sync(*, user: User, room_id: Any, after: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
+    """The messages after sequence number `after`, oldest first, one page at a time."""
+    return _page(user, room_id, now, limit, after=_check_seq(after, "after"))
+
+
 def history(*, user: User, room_id: Any, before: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
     """The messages before sequence number `before`, a page of the newest of them, oldest first."""
-    now = now or timezone.now()
-    before = _check_seq(before, "before")
-    room = _room(user, room_id, now)
-    with scopes_disabled():
-        rows = _visible(Message.objects.filter(room=room, seq__lt=before), user, room).select_related("author")
-        messages = list(rows.order_by("-seq")[: limit + 1])
-    page = messages[:limit]
-    _record_reading(user, room, page)
-    return Page(room.pk, [serialize(m, user) for m in reversed(page)], more=len(messages) > limit)
+    return _page(user, room_id, now, limit, before=_check_seq(before, "before"))
 
 
 def _record_reading(user: User, room: Room, messages: list[Message]) -> None:
