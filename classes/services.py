@@ -77,6 +77,30 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
         )
 
 
+def attach_to_cohort(*, actor: User | None, cohort: Cohort, user: User) -> CohortStaff:
+    """Attach a member of staff to a cohort (a head of year, a tutor), so they read and post in its room."""
+    if user.school_id != cohort.school_id or user.role == User.Role.STUDENT:
+        raise ProvisioningError(f"{user} is not a member of staff of {cohort.school}.")
+    with transaction.atomic():
+        staff, created = CohortStaff.objects.get_or_create(
+            school_id=cohort.school_id, cohort=cohort, user=user, defaults={"active": True}
+        )
+        if not created and staff.active:
+            return staff
+        staff.active = True
+        staff.save(update_fields=["active"])
+        membership_changed.send(sender=CohortStaff, user_ids={user.pk})
+        record(
+            "cohortstaff.created" if created else "cohortstaff.updated",
+            school_id=cohort.school_id,
+            actor=actor,
+            target=staff,
+            target_label=user.username,
+            payload={"cohort": cohort.graduation_year, "user": user.username},
+        )
+    return staff
+
+
 # -- staff roles -----------------------------------------------------------
 
 

@@ -81,6 +81,17 @@ def screen(body: str, room: Room, author: User) -> Verdict:
     return verdict
 
 
+def _may_say(user: User, room: Room, text: str, now: datetime) -> Verdict:
+    """May `user` say `text` in `room` now (a send, or an edit that says something new)? The screening verdict if so."""
+    refusal = policy.posting_refusal(user, room, now)
+    if refusal is not None:
+        raise MessagingError(refusal.code, refusal.detail)
+    verdict = screen(text, room, user)
+    if verdict.action == "reject":
+        raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
+    return verdict
+
+
 # -- live events --------------------------------------------------------------------
 
 Publisher = Callable[[Room, dict[str, Any]], None]
@@ -177,12 +188,7 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
         if earlier.room_id != room.pk:
             raise MessagingError("client_id_reused", "This client_id was already used for another room.")
         return Sent(earlier, created=False)
-    refusal = policy.posting_refusal(user, room, now)
-    if refusal is not None:
-        raise MessagingError(refusal.code, refusal.detail)
-    verdict = screen(text, room, user)
-    if verdict.action == "reject":
-        raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
+    verdict = _may_say(user, room, text, now)
     try:
         with transaction.atomic(), scopes_disabled():
             locked = Room.objects.select_for_update().get(pk=room.pk)
@@ -257,13 +263,7 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
         raise MessagingError("not_allowed", "You can only edit your own messages.")
     if not _within_window(message, room, now):
         raise MessagingError("edit_window_over", "Messages can only be edited for a short while after sending.")
-    # An edit says something new: the room must be open to the author, and the new text is screened.
-    refusal = policy.posting_refusal(user, room, now)
-    if refusal is not None:
-        raise MessagingError(refusal.code, refusal.detail)
-    verdict = screen(text, room, user)
-    if verdict.action == "reject":
-        raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
+    verdict = _may_say(user, room, text, now)
     with transaction.atomic(), scopes_disabled():
         old = message.body
         message.body, message.edited = text, now

@@ -90,3 +90,14 @@ def test_nobody_grants_themselves_a_role(school_a: SchoolPeople) -> None:
 def test_only_an_operator_appoints_who_reads_or_provisions(school_a: SchoolPeople, role: str) -> None:
     with scopes_disabled(), pytest.raises(ProvisioningError, match="Only a platform operator"):
         grant_role(actor=school_a.admin, school=school_a.school, user=school_a.teacher, role=role)
+
+
+def test_attaching_staff_to_a_cohort_is_audited_once(school_a: SchoolPeople) -> None:
+    from classes.services import attach_to_cohort
+
+    with scopes_disabled():
+        attach_to_cohort(actor=school_a.admin, cohort=school_a.cohort, user=school_a.teacher)
+        attach_to_cohort(actor=school_a.admin, cohort=school_a.cohort, user=school_a.teacher)
+        assert AuditEvent.objects.filter(action="cohortstaff.created", actor=school_a.admin).count() == 1
+        with pytest.raises(ProvisioningError, match="not a member of staff"):
+            attach_to_cohort(actor=school_a.admin, cohort=school_a.cohort, user=school_a.student)

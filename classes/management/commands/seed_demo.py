@@ -12,10 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from classes.models import Cohort, CohortStaff, Enrollment, School, SchoolClass, StaffRole, User
+from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
 from classes.roster_import import import_bundle
 from classes.rostergen import RosterSpec, school_year_end, write_bundle
-from classes.services import change_school_settings, enroll, grant_role
+from classes.services import attach_to_cohort, change_school_settings, enroll, grant_role
 
 DEMO_PASSWORD = "commonroom-demo"  # noqa: S105  (printed for the demo; never used outside it)
 PREFIX = "demo"
@@ -80,7 +80,7 @@ class Command(BaseCommand):
             grant_role(actor=None, school=school, user=people["demo.admin"], role=StaffRole.Role.SCHOOL_ADMIN)
             # The demo teacher is attached to both cohorts (a head of year), so their rooms have an adult.
             for cohort in Cohort.objects.filter(school=school):
-                CohortStaff.objects.get_or_create(school=school, cohort=cohort, user=people["demo.teacher"])
+                attach_to_cohort(actor=None, cohort=cohort, user=people["demo.teacher"])
             # The demo chats straight away: class rooms start open in the demo school.
             change_school_settings(actor=None, school=school, class_rooms_start_open=True)
             # The student printed shares a class with the demo teacher, so the two can talk.
