@@ -132,6 +132,7 @@ class SchoolAdmin(ProvisioningAdmin):
         "quiet_hours_end",
         "edit_window_minutes",
         "under_13_needs_consent",
+        "sign_in_message",
         "active",
     )
     readonly_fields = ("identifier", "organisation", "active")

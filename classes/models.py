@@ -91,6 +91,9 @@ class School(models.Model):
     under_13_needs_consent = models.BooleanField(
         default=True, help_text="Students under 13 may read but not post until parental consent is recorded."
     )
+    sign_in_message = models.TextField(
+        blank=True, max_length=1000, help_text="Shown on the school's sign-in page (plain text, no links)."
+    )
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
 

@@ -232,6 +232,7 @@ SCHOOL_SETTINGS = (
     "quiet_hours_end",
     "edit_window_minutes",
     "under_13_needs_consent",
+    "sign_in_message",
 )
 
 

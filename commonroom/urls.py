@@ -3,12 +3,15 @@ from django.urls import path
 
 from classes.admin import admin_site
 from commonroom.health import healthz
-from frontend.views import chat
+from frontend import views
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin_site.urls),
-    path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
+    path("login/", views.SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="/login/"), name="logout"),
-    path("", chat, name="chat"),
+    path("", views.home, name="home"),
+    path("rooms/<int:room_id>/", views.room, name="room"),
+    path("policy/", views.policy, name="policy"),
+    path("profile/", views.profile, name="profile"),
 ]

@@ -1,14 +1,164 @@
-"""A minimal chat page (the full web app is its own piece of work): sign in, pick a room, talk."""
+"""The pages: sign in, the acceptable-use policy, home (the person's rooms), a room, and the profile.
+
+Pages are rendered on the server, so they read well without JavaScript and
+to a screen reader; `static/frontend/chat.js` then keeps them live over the
+socket. Every room is fetched through `messaging.policy` (via the services),
+so a room that is not the person's answers 404 exactly like one that does not
+exist.
+"""
 
 from __future__ import annotations
 
+from itertools import groupby
+from typing import Any, cast
+
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods
+from django_scopes import scopes_disabled
+
+from classes.models import CohortMembership, CohortStaff, Enrollment, School, StaffRole, User
+from messaging import services
+from messaging.models import Message, PolicyAcceptance
+
+POLICY_LATER = "policy_later"  # session key: the person chose to read without accepting, for this session
+
+KINDS = {"class": "Class rooms", "cohort": "Year group rooms"}
+ROLE_LABELS = dict(User.Role.choices)
+
+
+class SignInView(auth_views.LoginView):
+    """Django's sign-in, with the school's own message when the page knows which school it is for.
+
+    `/login/?school=<id>` names the school (the link a school puts on its devices); an
+    installation that serves one school shows that school's message without it.
+    """
+
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["school"] = self._school()
+        return context
+
+    def _school(self) -> School | None:
+        with scopes_disabled():
+            schools = School.objects.filter(active=True)
+            wanted = self.request.GET.get("school", "")
+            if wanted.isdigit():
+                return schools.filter(pk=int(wanted)).first()
+            only = list(schools[:2])
+            return only[0] if len(only) == 1 else None
+
+
+def _user(request: HttpRequest) -> User:
+    return cast(User, request.user)  # login_required has run
+
+
+def _safe_next(request: HttpRequest, fallback: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return fallback
 
 
 @require_GET
 @login_required
-def chat(request: HttpRequest) -> HttpResponse:
-    return render(request, "frontend/chat.html")
+def home(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    status = services.policy_status(user)
+    if status is not None and not status["accepted"] and not request.session.get(POLICY_LATER):
+        return redirect("policy")
+    rooms = services.room_summaries(user)
+    groups = [
+        {"kind": kind, "title": KINDS[kind], "rooms": list(group)}
+        for kind, group in groupby(sorted(rooms, key=lambda r: (r["kind"] != "class", r["name"])), lambda r: r["kind"])
+    ]
+    return render(request, "frontend/home.html", {"groups": groups, "policy": status, "page": "home"})
+
+
+@require_GET
+@login_required
+def room(request: HttpRequest, room_id: int) -> HttpResponse:
+    user = _user(request)
+    try:
+        the_room, people = services.room_people(user, room_id)
+    except services.MessagingError:
+        raise Http404("There is no such room.") from None
+    summary = services.room_summary(user, the_room)
+    for person in people:
+        person["role_label"] = ROLE_LABELS.get(person["role"], person["role"])
+    return render(
+        request,
+        "frontend/room.html",
+        {
+            "room": summary,
+            "people": people,
+            "school": the_room.school,
+            "max_length": Message.MAX_LENGTH,
+            "categories": services.ReportCategory.choices,
+            "page": "room",
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def policy(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    status = services.policy_status(user)
+    if status is None:
+        return redirect("home")
+    error = ""
+    if request.method == "POST":
+        if "later" in request.POST:
+            request.session[POLICY_LATER] = True
+            return redirect(_safe_next(request, "/"))
+        try:
+            services.accept_policy(user=user, version=_version(request.POST.get("version")))
+        except services.MessagingError as exc:
+            error = exc.detail
+            status = services.policy_status(user)
+        else:
+            request.session.pop(POLICY_LATER, None)
+            return redirect(_safe_next(request, "/"))
+    return render(
+        request,
+        "frontend/policy.html",
+        {"policy": status, "error": error, "next": _safe_next(request, ""), "page": "policy"},
+    )
+
+
+def _version(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+@require_GET
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    with scopes_disabled():
+        classes = (
+            Enrollment.objects.filter(user=user, active=True)
+            .select_related("school_class")
+            .order_by("school_class__title")
+        )
+        cohorts = CohortMembership.objects.filter(user=user, end_date__isnull=True).select_related("cohort")
+        cohorts_staffed = CohortStaff.objects.filter(user=user, active=True).select_related("cohort")
+        roles = StaffRole.objects.filter(user=user)
+        acceptances = PolicyAcceptance.objects.filter(user=user).select_related("policy").order_by("-accepted")
+        context = {
+            "person": user,
+            "role_label": ROLE_LABELS.get(user.role, user.role),
+            "classes": [(e.school_class.title, e.get_role_display()) for e in classes],
+            "cohorts": [m.cohort.name for m in cohorts] + [f"{s.cohort.name} (staff)" for s in cohorts_staffed],
+            "roles": [r.get_role_display() for r in roles],
+            "acceptance": acceptances.first(),
+            "policy": services.policy_status(user),
+            "page": "profile",
+        }
+    return render(request, "frontend/profile.html", context)

@@ -72,8 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         for room_id in set(now) - set(self.rooms):
             await self.channel_layer.group_add(room_group(room_id), self.channel_name)
         self.rooms = now
-        rooms = [{k: v for k, v in r.items() if k != "moderator"} for r in listed]
-        await self._send({"type": "ready", "rooms": rooms, "policy": policy})
+        await self._send({"type": "ready", "rooms": listed, "policy": policy})
 
     def _ready(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One unit of work in the sync thread: the rooms and the acceptable-use policy."""
@@ -163,13 +162,29 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         page = await database_sync_to_async(services.sync)(
             user=self.user, room_id=frame.get("room"), after=frame.get("after")
         )
-        await self._send({"type": "history", "room": page.room, "messages": page.messages, "more": page.more})
+        await self._send(
+            {
+                "type": "history",
+                "room": page.room,
+                "after": frame["after"],
+                "messages": page.messages,
+                "more": page.more,
+            }
+        )
 
     async def on_history(self, frame: dict[str, Any]) -> None:
         page = await database_sync_to_async(services.history)(
             user=self.user, room_id=frame.get("room"), before=frame.get("before")
         )
-        await self._send({"type": "history", "room": page.room, "messages": page.messages, "more": page.more})
+        await self._send(
+            {
+                "type": "history",
+                "room": page.room,
+                "before": frame["before"],
+                "messages": page.messages,
+                "more": page.more,
+            }
+        )
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.mark_read)(
@@ -188,7 +203,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         )
 
     async def on_unlock(self, frame: dict[str, Any]) -> None:
-        await database_sync_to_async(services.unlock_room)(user=self.user, room_id=frame.get("room"))
+        await database_sync_to_async(services.unlock_room)(
+            user=self.user, room_id=frame.get("room"), reason=frame.get("reason")
+        )
 
     async def on_mute(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.mute)(
@@ -197,8 +214,14 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def on_unmute(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.unmute)(
-            user=self.user, room_id=frame.get("room"), student_id=frame.get("user")
+            user=self.user, room_id=frame.get("room"), student_id=frame.get("user"), reason=frame.get("reason")
         )
+
+    async def on_report(self, frame: dict[str, Any]) -> None:
+        message = await database_sync_to_async(services.report_message)(
+            user=self.user, message_id=frame.get("message"), category=frame.get("category"), note=frame.get("note")
+        )
+        await self._send({"type": "reported", "message": message.pk})
 
     async def on_accept_policy(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.accept_policy)(user=self.user, version=frame.get("version"))
@@ -236,4 +259,5 @@ HANDLERS = {
     "mute": ChatConsumer.on_mute,
     "unmute": ChatConsumer.on_unmute,
     "accept_policy": ChatConsumer.on_accept_policy,
+    "report": ChatConsumer.on_report,
 }

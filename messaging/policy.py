@@ -216,13 +216,16 @@ def _age(birth_date: date, today: date) -> int:
     return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
 
 
-def posting_refusal(user: User, room: Room, now: datetime | None = None) -> Refusal | None:
-    """Why `user` may not post in `room` now, or None if they may. `room` must come from `room_for`."""
+def posting_refusal(
+    user: User, room: Room, now: datetime | None = None, state: RoomState | None = None
+) -> Refusal | None:
+    """Why `user` may not post in `room` now, or None if they may. `room` must come from `room_for`;
+    `state` may pass the room's state when the caller has just worked it out."""
     now = now or timezone.now()
     everyone, _ = members(room, now)
     if user.pk not in everyone:
         return Refusal("not_a_member", "You can read this room but not post in it.")
-    state = room_state(room, now)
+    state = state or room_state(room, now)
     if state.state != State.OPEN:
         return Refusal(f"room_{state.state.value}", state.reason)
     if user.role != User.Role.STUDENT:

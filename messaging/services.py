@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -25,6 +25,7 @@ from audit.services import record
 from classes.models import User
 from messaging import policy
 from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
+from messaging.signals import message_reported
 
 PAGE = 50
 
@@ -132,6 +133,7 @@ def serialize(message: Message, viewer: User | None = None) -> dict[str, Any]:
     }
     if message.state == Message.State.REMOVED:
         data["removed_reason"] = message.removed_reason
+        data["removed_by"] = "author" if message.removed_by_id == message.author_id else "staff"
     if viewer is not None and message.client_id and viewer.pk == message.author_id:
         data["client_id"] = str(message.client_id)
     return data
@@ -417,35 +419,123 @@ def policy_status(user: User) -> dict[str, Any] | None:
     return {"version": current.version, "text": current.text, "accepted": accepted}
 
 
-def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
-    """The rooms `user` may read, as the `ready` frame lists them; the safeguarding lead's look is recorded."""
+def room_summaries(user: User, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The rooms `user` may read, as the `ready` frame and the home page list them."""
     now = now or timezone.now()
     with scopes_disabled():
         rooms = list(policy.readable_rooms(user, now).select_related("school", "school_class", "cohort").order_by("pk"))
-        listed = []
-        for room in rooms:
-            state = policy.room_state(room, now)
-            listed.append(
-                {
-                    "id": room.pk,
-                    "name": room_name(room),
-                    "kind": room.kind,
-                    "state": state.state.value,
-                    "reason": state.reason,
-                    "last_seq": room.last_seq,
-                    "unread": unread(user, room),
-                    "moderator": policy.is_moderator_of(user, room),
-                }
+        mutes = dict(
+            Mute.objects.filter(user=user, ended__isnull=True, room__in=rooms).values_list("room_id", "reason")
+        )
+        return [room_summary(user, room, now, mutes.get(room.pk)) for room in rooms]
+
+
+def room_summary(user: User, room: Room, now: datetime | None = None, muted: str | None = "") -> dict[str, Any]:
+    """One room (fetched through the policy) as `user` sees it: its state and whether they may post, or why not.
+
+    `muted` is the reason of the person's mute in the room, None if they are not muted, "" to look it up.
+    """
+    now = now or timezone.now()
+    with scopes_disabled():
+        if muted == "":
+            muted = (
+                Mute.objects.filter(user=user, room=room, ended__isnull=True).values_list("reason", flat=True).first()
             )
-        if rooms and user.school_id is not None and policy.is_safeguarding_lead(user):
-            with transaction.atomic():
-                record(
-                    "rooms.opened_by_safeguarding_lead",
-                    school_id=user.school_id,
-                    actor=user,
-                    payload={"rooms": len(rooms)},
-                )
+        state = policy.room_state(room, now)
+        refusal = policy.posting_refusal(user, room, now, state)
+        return {
+            "id": room.pk,
+            "name": room_name(room),
+            "kind": room.kind,
+            "state": state.state.value,
+            "reason": state.reason,
+            "last_seq": room.last_seq,
+            "unread": unread(user, room),
+            "muted": muted,
+            "refusal": None if refusal is None else {"code": refusal.code, "detail": refusal.detail},
+            "moderator": policy.is_moderator_of(user, room),
+        }
+
+
+def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The rooms for the `ready` frame of a socket; the safeguarding lead's look at every room is recorded."""
+    listed = room_summaries(user, now)
+    if listed and user.school_id is not None and policy.is_safeguarding_lead(user):
+        with transaction.atomic():
+            record(
+                "rooms.opened_by_safeguarding_lead",
+                school_id=user.school_id,
+                actor=user,
+                payload={"rooms": len(listed)},
+            )
     return listed
+
+
+def room_people(user: User, room_id: Any, now: datetime | None = None) -> tuple[Room, list[dict[str, Any]]]:
+    """Who is in a room: its adults first, then its students, by name. The room's moderators also see mutes."""
+    now = now or timezone.now()
+    room = _room(user, room_id, now)
+    everyone, adults = policy.members(room, now)
+    moderator = policy.is_moderator_of(user, room)
+    with scopes_disabled():
+        people = list(User.objects.filter(pk__in=everyone))
+        mutes = (
+            dict(Mute.objects.filter(room=room, ended__isnull=True).values_list("user_id", "reason"))
+            if moderator
+            else {}
+        )
+    people.sort(key=lambda person: (person.pk not in adults, person.family_name.lower(), person.given_name.lower()))
+    return room, [
+        {
+            "id": person.pk,
+            "name": person.full_name or person.username,
+            "role": person.role,
+            "adult": person.pk in adults,
+            "muted": mutes.get(person.pk),
+        }
+        for person in people
+    ]
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+class ReportCategory(models.TextChoices):
+    BULLYING = "bullying", "Bullying or unkindness"
+    HARM = "harm", "Someone may be at risk of harm"
+    INAPPROPRIATE = "inappropriate", "Inappropriate content"
+    PERSONAL_INFORMATION = "personal_information", "Sharing personal information"
+    OTHER = "other", "Something else"
+
+
+NOTE_MAX = 1000
+
+
+def report_message(*, user: User, message_id: Any, category: Any, note: Any, now: datetime | None = None) -> Message:
+    """Anyone who can see a message may report it; the report is recorded and handed on (`message_reported`)."""
+    now = now or timezone.now()
+    if category not in ReportCategory.values:
+        raise MessagingError("invalid_category", "Choose what kind of problem this is.")
+    if note is None:
+        note = ""
+    if not isinstance(note, str) or len(note) > NOTE_MAX:
+        raise MessagingError("invalid_note", f"A note is text of at most {NOTE_MAX} characters.")
+    message, room = _message(user, message_id, now)
+    if message.author_id == user.pk:
+        raise MessagingError("own_message", "You cannot report your own message.")
+    with transaction.atomic(), scopes_disabled():
+        record(
+            "message.reported",
+            school_id=room.school_id,
+            actor=user,
+            target=message,
+            target_label=f"room {room.pk} #{message.seq}",
+            payload={"room": room.pk, "seq": message.seq, "category": category, "note": note.strip()},
+        )
+        message_reported.send(
+            sender=Message, message=message, room=room, reporter=user, category=category, note=note.strip()
+        )
+    return message
 
 
 # -- teacher controls ---------------------------------------------------------------------
@@ -491,13 +581,21 @@ def lock_room(*, user: User, room_id: Any, reason: Any, now: datetime | None = N
     return room
 
 
-def unlock_room(*, user: User, room_id: Any, now: datetime | None = None) -> Room:
+def _optional_reason(reason: Any) -> str:
+    text = "" if reason is None else str(reason).strip()
+    if len(text) > 500:
+        raise MessagingError("reason_too_long", "A reason can be at most 500 characters long.")
+    return text
+
+
+def unlock_room(*, user: User, room_id: Any, reason: Any = None, now: datetime | None = None) -> Room:
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
+    text = _optional_reason(reason)
     with transaction.atomic(), scopes_disabled():
         room.locked_reason, room.locked_by = "", None
         room.save(update_fields=["locked_reason", "locked_by"])
-        _room_changed(room, "room.unlocked", user, {"room": room.pk})
+        _room_changed(room, "room.unlocked", user, {"room": room.pk, "reason": text})
     return room
 
 
@@ -527,9 +625,10 @@ def mute(*, user: User, room_id: Any, student_id: Any, reason: Any, now: datetim
     return muted
 
 
-def unmute(*, user: User, room_id: Any, student_id: Any, now: datetime | None = None) -> None:
+def unmute(*, user: User, room_id: Any, student_id: Any, reason: Any = None, now: datetime | None = None) -> None:
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
+    text = _optional_reason(reason)
     student = _student_of(room, student_id, now)
     with transaction.atomic(), scopes_disabled():
         if Mute.objects.filter(room=room, user=student, ended__isnull=True).update(ended=now):
@@ -539,7 +638,7 @@ def unmute(*, user: User, room_id: Any, student_id: Any, now: datetime | None = 
                 actor=user,
                 target=student,
                 target_label=student.username,
-                payload={"room": room.pk},
+                payload={"room": room.pk, "reason": text},
             )
             publish(room, {"type": "unmuted", "room": room.pk, "user": student.pk, "private_to": student.pk})
 
