@@ -11,7 +11,7 @@ from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
 from audit.services import chains, verify_chain
-from classes.management.commands.seed_demo import DEMO_PASSWORD
+from frontend.management.commands.seed_demo import DEMO_PASSWORD
 from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
 
 pytestmark = pytest.mark.django_db

@@ -381,3 +381,81 @@ def test_the_safeguarding_leads_reading_is_recorded(school_a: SchoolPeople, room
     assert len(events) == 1
     assert events[0].actor_id == school_a.safeguarding_lead.pk
     assert events[0].payload == {"room": room.pk, "from_seq": 1, "to_seq": 2, "count": 2}
+
+
+class TestReport:
+    def test_a_report_is_recorded_and_handed_on(self, school_a: SchoolPeople, room: Room) -> None:
+        from messaging.signals import message_reported
+
+        heard: list[dict[str, Any]] = []
+
+        def listener(sender: Any, **kwargs: Any) -> None:
+            heard.append(kwargs)
+
+        message_reported.connect(listener)
+        try:
+            sent = send(school_a, "teacher", "Stay behind")
+            services.report_message(
+                user=school_a.student, message_id=sent.message.pk, category="inappropriate", note="  why?  "
+            )
+        finally:
+            message_reported.disconnect(listener)
+        assert [(h["reporter"], h["category"], h["note"], h["message"].pk) for h in heard] == [
+            (school_a.student, "inappropriate", "why?", sent.message.pk)
+        ]
+        with scopes_disabled():
+            event = AuditEvent.objects.get(action="message.reported")
+        assert event.actor == school_a.student
+        assert event.payload == {"room": room.pk, "seq": 1, "category": "inappropriate", "note": "why?"}
+
+    @pytest.mark.parametrize(
+        ("category", "note", "code"),
+        [("nope", "", "invalid_category"), (None, "", "invalid_category"), ("other", 5, "invalid_note"),
+         ("other", "x" * 1001, "invalid_note")],
+    )  # fmt: skip
+    def test_bad_reports(self, school_a: SchoolPeople, room: Room, category: Any, note: Any, code: str) -> None:
+        sent = send(school_a, "teacher")
+        with pytest.raises(MessagingError) as refused:
+            services.report_message(user=school_a.student, message_id=sent.message.pk, category=category, note=note)
+        assert refused.value.code == code
+
+    def test_nobody_reports_what_they_cannot_see_or_their_own(
+        self, school_a: SchoolPeople, school_b: SchoolPeople, room: Room
+    ) -> None:
+        sent = send(school_a, "teacher")
+        for outsider in (school_a.other_student, school_b.student):
+            with pytest.raises(MessagingError) as refused:
+                services.report_message(user=outsider, message_id=sent.message.pk, category="other", note="")
+            assert refused.value.code == "message_not_found"
+        with pytest.raises(MessagingError) as refused:
+            services.report_message(user=school_a.teacher, message_id=sent.message.pk, category="other", note="")
+        assert refused.value.code == "own_message"
+        with scopes_disabled():
+            assert not AuditEvent.objects.filter(action="message.reported").exists()
+
+
+def test_unlocking_and_unmuting_keep_their_reasons(school_a: SchoolPeople, room: Room) -> None:
+    services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Settle down")
+    services.unlock_room(user=school_a.teacher, room_id=room.pk, reason="Thanks, all")
+    services.mute(user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, reason="Break")
+    services.unmute(user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, reason="Sorted")
+    with scopes_disabled():
+        assert AuditEvent.objects.get(action="room.unlocked").payload["reason"] == "Thanks, all"
+        assert AuditEvent.objects.get(action="student.unmuted").payload["reason"] == "Sorted"
+    with pytest.raises(MessagingError) as refused:
+        services.unlock_room(user=school_a.teacher, room_id=room.pk, reason="x" * 501)
+    assert refused.value.code == "reason_too_long"
+
+
+def test_the_people_of_a_room(school_a: SchoolPeople, room: Room) -> None:
+    services.mute(user=school_a.teacher, room_id=room.pk, student_id=school_a.student.pk, reason="Break")
+    _, seen_by_teacher = services.room_people(school_a.teacher, room.pk)
+    assert [(p["id"], p["adult"], p["muted"]) for p in seen_by_teacher] == [
+        (school_a.aide.pk, True, None),
+        (school_a.teacher.pk, True, None),
+        (school_a.student.pk, False, "Break"),
+    ]
+    _, seen_by_student = services.room_people(school_a.student, room.pk)
+    assert all(p["muted"] is None for p in seen_by_student)  # a mute's reason is not for classmates
+    with pytest.raises(MessagingError):
+        services.room_people(school_a.other_student, room.pk)

@@ -401,3 +401,56 @@ async def test_ready_carries_the_acceptable_use_policy_to_accept(people: SchoolP
     assert (await until(student, "ready"))["policy"]["accepted"] is True
     await send_and_ack(student, room, "hi")
     await student.disconnect()
+
+
+async def test_a_report_is_acknowledged_and_recorded(people: SchoolPeople, room: int) -> None:
+    teacher, _ = await connect(people.teacher)
+    student, _ = await connect(people.student)
+    ack = await send_and_ack(teacher, room, "See me after class")
+    message = ack["message"]["id"]
+    await student.send_json_to({"type": "report", "message": message, "category": "bullying", "note": "odd"})
+    assert await until(student, "reported") == {"type": "reported", "message": message}
+    await student.send_json_to({"type": "report", "message": message, "category": "made-up"})
+    assert (await until(student, "error"))["code"] == "invalid_category"
+
+    def recorded() -> list[dict[str, Any]]:
+        from audit.models import AuditEvent
+
+        with scopes_disabled():
+            return [e.payload for e in AuditEvent.objects.filter(action="message.reported", actor=people.student)]
+
+    assert await database_sync_to_async(recorded)() == [
+        {"room": room, "seq": 1, "category": "bullying", "note": "odd"}
+    ]
+    for communicator in (student, teacher):
+        await communicator.disconnect()
+
+
+async def test_pages_say_which_request_they_answer(people: SchoolPeople, room: int) -> None:
+    teacher, _ = await connect(people.teacher)
+    for n in range(3):
+        await send_and_ack(teacher, room, f"m{n}")
+    await teacher.send_json_to({"type": "history", "room": room, "before": 4})
+    older = await until(teacher, "history")
+    assert (older["before"], "after" in older) == (4, False)
+    assert [m["seq"] for m in older["messages"]] == [1, 2, 3]
+    await teacher.send_json_to({"type": "sync", "room": room, "after": 2})
+    newer = await until(teacher, "history")
+    assert (newer["after"], "before" in newer) == (2, False)
+    assert [m["seq"] for m in newer["messages"]] == [3]
+    await teacher.disconnect()
+
+
+async def test_ready_says_why_a_muted_student_cannot_post(people: SchoolPeople, room: int) -> None:
+    teacher, _ = await connect(people.teacher)
+    await teacher.send_json_to({"type": "mute", "room": room, "user": people.student.pk, "reason": "Take a break"})
+    await until(teacher, "muted")
+    student, ready = await connect(people.student)
+    listed = next(r for r in ready["rooms"] if r["id"] == room)
+    assert listed["muted"] == "Take a break"
+    assert listed["refusal"] == {"code": "muted", "detail": "A teacher has muted you in this room: Take a break"}
+    assert listed["moderator"] is False
+    teacher_room = next(r for r in (await connect(people.teacher))[1]["rooms"] if r["id"] == room)
+    assert (teacher_room["moderator"], teacher_room["refusal"], teacher_room["muted"]) == (True, None, None)
+    await student.disconnect()
+    await teacher.disconnect()

@@ -1,4 +1,8 @@
-"""`manage.py seed_demo`: a demo school, imported through the real OneRoster import. Idempotent."""
+"""`manage.py seed_demo`: a demo school, imported through the real OneRoster import. Idempotent.
+
+It lives in frontend/, the top layer, because it sets up every layer below: the roster, the
+school's settings and its acceptable-use policy.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,24 @@ from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, U
 from classes.roster_import import import_bundle
 from classes.rostergen import RosterSpec, school_year_end, write_bundle
 from classes.services import attach_to_cohort, change_school_settings, enroll, grant_role
+from messaging.services import current_policy, publish_policy
 
 DEMO_PASSWORD = "commonroom-demo"  # noqa: S105  (printed for the demo; never used outside it)
 PREFIX = "demo"
+
+
+DEMO_SIGN_IN_MESSAGE = (
+    "Welcome to the Commonroom demo school. Everything you write here is seen by your class and its teachers."
+)
+DEMO_POLICY = """Commonroom is part of school. Everything you write is seen by your class or year group and by the
+staff responsible for it, and the school keeps a record of it.
+
+- Be kind. No bullying, teasing or name-calling, here or about anyone here.
+- Keep personal details private: no addresses, phone numbers, or photos of other people.
+- Keep to schoolwork and school life. No arranging to meet anyone outside school.
+- If something worries you, use "Report" or talk to a member of staff you trust.
+
+Staff can remove messages, mute someone or lock a room when this policy is not followed."""
 
 
 def _staff(username: str, given: str, family: str) -> dict[str, str]:
@@ -82,7 +101,12 @@ class Command(BaseCommand):
             for cohort in Cohort.objects.filter(school=school):
                 attach_to_cohort(actor=None, cohort=cohort, user=people["demo.teacher"])
             # The demo chats straight away: class rooms start open in the demo school.
-            change_school_settings(actor=None, school=school, class_rooms_start_open=True)
+            change_school_settings(
+                actor=None, school=school, class_rooms_start_open=True, sign_in_message=DEMO_SIGN_IN_MESSAGE
+            )
+            # A first visit shows the acceptable-use policy, as it would in a real school.
+            if current_policy(people["demo.teacher"]) is None:
+                publish_policy(actor=None, school_id=school.pk, text=DEMO_POLICY)
             # The student printed shares a class with the demo teacher, so the two can talk.
             shared = Enrollment.objects.filter(user=people["demo.teacher"], active=True).values("school_class")
             student = (
