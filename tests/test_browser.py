@@ -1,13 +1,37 @@
-"""Two browser tabs hold a conversation through a real daphne server (Chromium driven by Playwright)."""
+"""The web app in a real browser: Chromium driven by Playwright against live daphne servers.
+
+Each page a test visits is also checked with axe-core: no serious or critical accessibility
+violation. A TCP proxy between one browser and its server can cut the connection, to show what a
+person sees while the socket is down and that nothing is lost or doubled when it comes back.
+With COMMONROOM_SCREENSHOTS set to a folder, the screenshot test saves the main pages there
+(`make screenshots` writes docs/screenshots/).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from django.test import override_settings
-from playwright.sync_api import Browser, Page, sync_playwright
+from axe_playwright_python.sync_playwright import Axe
+from django.test import Client, override_settings
+from django.utils import timezone
+from django_scopes import scopes_disabled
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from classes.models import School
+from messaging import services
+from messaging.models import Message, Room
 from tests.conftest import CHROMIUM, SchoolPeople, make_school
 from tests.test_e2e import servers
 
@@ -28,6 +52,75 @@ FLAGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+TIMEOUT = 15_000  # ms: a generous bound for anything a person waits for, on a loaded CI machine
+expect.set_options(timeout=TIMEOUT)
+axe = Axe()
+
+
+class Proxy:
+    """A TCP proxy on loopback in front of one server, which a test can cut and restore."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.up = True
+        self.downstream = True  # False: bytes from the server are dropped (an answer lost on the way)
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.open |= {client, server}
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if down and not self.downstream:
+                    continue
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._close(end)
+
+    def _close(self, end: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(end)
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
+
+    def cut(self) -> None:
+        """Every connection drops, and new ones are refused, until `restore`."""
+        self.up = False
+        with self.lock:
+            ends = list(self.open)
+        for end in ends:
+            self._close(end)
+
+    def restore(self) -> None:
+        self.downstream = True
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
 
 
 @pytest.fixture
@@ -41,43 +134,424 @@ def browser(servers: list[int], people: SchoolPeople) -> Iterator[Browser]:
 
 
 @pytest.fixture
+def proxy(servers: list[int]) -> Iterator[Proxy]:
+    proxied = Proxy(servers[0])
+    yield proxied
+    proxied.close()
+
+
+@pytest.fixture
 def people() -> SchoolPeople:
     people = make_school("Browser School", "w")
     people.school.class_rooms_start_open = True
     people.school.save()
-    # The server runs the real settings: hash the passwords with its hasher, not the tests' fast one.
-    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]):
-        for user in (people.student, people.teacher):
-            user.set_password("pw")
-            user.save(update_fields=["password"])
     return people
 
 
-def sign_in(browser: Browser, base: str, username: str) -> Page:
-    page = browser.new_context().new_page()
-    page.goto(f"{base}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-    page.wait_for_selector("#connection:has-text('connected')")
+@pytest.fixture
+def room(people: SchoolPeople) -> Room:
+    with scopes_disabled():
+        return Room.objects.get(school_class=people.school_class)
+
+
+def base(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def signed_in(browser: Browser, port: int, user: Any, viewport: dict[str, int] = DESKTOP) -> BrowserContext:
+    """A browser context with a session of `user` (the sign-in form itself has its own test)."""
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context(viewport=viewport)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base(port)}])
+    return context
+
+
+SCRIPT_ERRORS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def database_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Playwright's sync API keeps an event loop in this thread, and Django refuses database calls in a
+    thread with a running loop. Nothing here runs on that loop concurrently: the tests call Django
+    and Playwright in turn, so the check is switched off for these tests only."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Iterator[None]:
+    """No page a test opened threw an uncaught JavaScript error (a CSP refusal included)."""
+    SCRIPT_ERRORS.clear()
+    yield
+    assert SCRIPT_ERRORS == []
+
+
+def open_page(context: BrowserContext, url: str) -> Page:
+    page = context.new_page()
+    page.on("pageerror", lambda error: SCRIPT_ERRORS.append(f"{url}: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            SCRIPT_ERRORS.append(f"{url}: {message.text}")
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    page.goto(url)
     return page
 
 
-def test_two_tabs_talk(browser: Browser, servers: list[int], people: SchoolPeople) -> None:
-    base = f"http://127.0.0.1:{servers[0]}"
-    student = sign_in(browser, base, people.student.username)
-    teacher = sign_in(browser, base, people.teacher.username)
-    room = people.school_class.title
+def open_room(context: BrowserContext, port: int, room: Room) -> Page:
+    page = open_page(context, f"{base(port)}/rooms/{room.pk}/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#messages")).to_be_attached()
+    return page
+
+
+def accessible(page: Page) -> None:
+    """No serious or critical axe-core violation on the page as it is now."""
+    results = axe.run(page)
+    grave = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert not grave, "\n".join(f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}" for v in grave)
+
+
+def post(page: Page, text: str) -> None:
+    page.locator("#body").fill(text)
+    page.locator("#body").press("Enter")
+
+
+def lines(page: Page, text: str) -> Any:
+    return page.locator("#messages li.message", has_text=text)
+
+
+def count_messages(body: str) -> int:
+    with scopes_disabled():
+        return Message.objects.filter(body=body).count()
+
+
+def answer_dialog(page: Page, text: str) -> None:
+    dialog = page.locator("#dialog")
+    expect(dialog).to_be_visible()
+    dialog.locator("#dialog-text").fill(text)
+    dialog.locator("#dialog-ok").click()
+    expect(dialog).to_be_hidden()
+
+
+def test_two_people_talk_live(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    student_context = signed_in(browser, servers[0], people.student)
+    student = open_room(student_context, servers[0], room)
+    student_home = open_page(student_context, f"{base(servers[0])}/")
+    teacher = open_room(signed_in(browser, servers[1], people.teacher), servers[1], room)  # the other server
+    accessible(student)
+
+    post(student, "Is the homework page 12?")
+    expect(lines(teacher, "Is the homework page 12?")).to_have_count(1)
+    heard = lines(teacher, "Is the homework page 12?")
+    expect(heard.locator(".author")).to_have_text(people.student.full_name)
+    expect(heard.locator(".badge")).to_have_count(0)
+    expect(heard.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+
+    post(teacher, "Yes, page 12.")
+    reply = lines(student, "Yes, page 12.")
+    expect(reply).to_have_count(1)
+    expect(reply.locator(".badge")).to_have_text("Teacher")  # staff are marked
+    expect(reply.locator(".body")).to_have_text("Yes, page 12.")
+    # The student's other tab, on the room list, counts it live.
+    expect(student_home.locator(f'li[data-room="{room.pk}"] .unread')).to_have_text("1 unread")
+    accessible(teacher)
+    accessible(student_home)
+
+    # Editing and removal show as notices; the removed text leaves the page.
+    lines(student, "Is the homework").get_by_role("button", name="Edit your message").click()
+    answer_dialog(student, "Is the homework page 13?")
+    expect(lines(teacher, "page 13?").locator(".edited")).to_have_text("(edited)")
+    lines(teacher, "page 13?").get_by_role("button", name=re.compile("^Remove")).click()
+    answer_dialog(teacher, "Please check the board")
     for page in (student, teacher):
-        page.get_by_role("button", name=room).click()
-    student.fill("#body", "<b>Hello</b> miss")
-    student.click("#composer button")
-    teacher.wait_for_selector("#messages li:has-text('Hello')")
-    line = teacher.locator("#messages li").last
-    assert line.inner_text() == "S Test: <b>Hello</b> miss".replace("S Test", people.student.full_name)
-    assert line.locator("b").count() == 0  # text, never HTML
-    teacher.fill("#body", "Hello! Page 12.")
-    teacher.click("#composer button")
-    student.wait_for_selector("#messages li:has-text('Page 12')")
-    assert student.locator("#messages li").last.inner_text() == f"{people.teacher.full_name} (staff): Hello! Page 12."
+        expect(page.locator("#messages li.removed .notice")).to_have_text("Removed by staff: Please check the board")
+        expect(page.locator("#messages")).not_to_contain_text("page 13?")
+
+
+def test_a_script_in_a_message_is_text(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    teacher = open_room(signed_in(browser, servers[0], people.teacher), servers[0], room)
+    attack = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold</b>'
+    post(student, attack)
+    line = lines(teacher, "window.pwned")
+    expect(line.locator(".body")).to_have_text(attack)
+    assert line.locator("script, img, b").count() == 0
+    assert teacher.evaluate("window.pwned") is None
+    assert student.evaluate("window.pwned") is None
+
+
+def test_a_message_sent_while_the_socket_is_down_arrives_once(
+    browser: Browser, servers: list[int], proxy: Proxy, people: SchoolPeople, room: Room
+) -> None:
+    student = open_room(signed_in(browser, proxy.port, people.student), proxy.port, room)
+    teacher = open_room(signed_in(browser, servers[1], people.teacher), servers[1], room)
+    proxy.cut()
+    expect(student.locator("#connection")).to_have_attribute("data-state", re.compile("reconnecting|offline"))
+    post(student, "Sent in the tunnel")
+    expect(lines(student, "Sent in the tunnel")).to_have_class(re.compile(r"\bpending\b"))
+    expect(student.locator("#body")).to_be_focused()  # focus stays in the composer after a send
+    proxy.restore()
+    expect(student.locator("#connection")).to_have_attribute("data-state", "connected", timeout=45_000)
+    expect(lines(teacher, "Sent in the tunnel")).to_have_count(1)
+    expect(lines(student, "Sent in the tunnel")).to_have_count(1)
+    expect(lines(student, "Sent in the tunnel")).not_to_have_class(re.compile(r"\bpending\b"))
+    assert count_messages("Sent in the tunnel") == 1
+
+    # Saved, but the acknowledgement is lost on the way back: the resend after the reconnect
+    # carries the same client id, and the server answers with the message it already has.
+    proxy.downstream = False
+    post(student, "Saved but not acknowledged")
+    deadline = time.monotonic() + TIMEOUT / 1000
+    while count_messages("Saved but not acknowledged") == 0:
+        assert time.monotonic() < deadline, "the message never reached the server"
+        time.sleep(0.1)
+    expect(lines(student, "Saved but not acknowledged")).to_have_class(re.compile(r"\bpending\b"))
+    proxy.cut()
+    proxy.restore()
+    expect(lines(student, "Saved but not acknowledged")).not_to_have_class(re.compile(r"\bpending\b"), timeout=45_000)
+    expect(lines(student, "Saved but not acknowledged")).to_have_count(1)
+    expect(lines(teacher, "Saved but not acknowledged")).to_have_count(1)
+    assert count_messages("Saved but not acknowledged") == 1
+
+    # And what was said while the socket was down arrives after the reconnect, in order.
+    proxy.cut()
+    post(teacher, "While you were away 1")
+    post(teacher, "While you were away 2")
+    expect(lines(teacher, "While you were away 2")).not_to_have_class(re.compile(r"\bpending\b"))
+    proxy.restore()
+    expect(lines(student, "While you were away")).to_have_count(2, timeout=45_000)
+    texts = student.locator("#messages li.message .body").all_inner_texts()
+    assert texts[-2:] == ["While you were away 1", "While you were away 2"]
+
+
+def test_a_muted_student_sees_why_and_cannot_post(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    teacher = open_room(signed_in(browser, servers[1], people.teacher), servers[1], room)
+    teacher.get_by_text("Who is in this room").click()
+    teacher.get_by_role("button", name=f"Mute {people.student.full_name}").click()
+    answer_dialog(teacher, "Off topic three times")
+    banner = student.locator("#banner")
+    expect(banner).to_have_text("A teacher has muted you in this room: Off topic three times")
+    expect(student.locator("#body")).to_be_disabled()
+    expect(student.locator("#composer button[type=submit]")).to_be_disabled()
+    expect(teacher.locator(f'li[data-person="{people.student.pk}"] .mute-state')).to_contain_text("Off topic")
+    accessible(student)
+    accessible(teacher)
+
+    # A reload (or a reconnect) keeps it: the server says so in `ready`.
+    student.reload()
+    expect(student.locator("#banner")).to_have_text("A teacher has muted you in this room: Off topic three times")
+    teacher.get_by_role("button", name=f"Unmute {people.student.full_name}").click()
+    answer_dialog(teacher, "Thanks for listening")
+    expect(student.locator("#banner")).to_be_hidden()
+    expect(student.locator("#body")).to_be_enabled()
+    post(student, "Sorry, miss")
+    expect(lines(teacher, "Sorry, miss")).to_have_count(1)
+
+
+def test_a_locked_room(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    teacher = open_room(signed_in(browser, servers[1], people.teacher), servers[1], room)
+    teacher.get_by_role("button", name="Lock the room").click()
+    answer_dialog(teacher, "Exam in progress")
+    for page in (student, teacher):
+        expect(page.locator("#banner")).to_have_text("Exam in progress")
+        expect(page.locator("#body")).to_be_disabled()
+        expect(page.locator("#room-state")).to_have_text("Locked")
+    expect(teacher.get_by_role("button", name="Lock the room")).to_be_hidden()
+    accessible(student)
+    teacher.get_by_role("button", name="Unlock the room").click()
+    answer_dialog(teacher, "")
+    expect(student.locator("#banner")).to_be_hidden()
+    expect(student.locator("#body")).to_be_enabled()
+
+
+def test_quiet_hours(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    local = timezone.localtime(timezone.now(), ZoneInfo(people.school.time_zone))
+    start, end = (local - timedelta(hours=1)).time(), (local + timedelta(hours=1)).time()
+    with scopes_disabled():
+        School.objects.filter(pk=people.school.pk).update(quiet_hours_start=start, quiet_hours_end=end)
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    expect(student.locator("#banner")).to_have_text(f"Quiet hours: posting opens again at {end:%H:%M}.")
+    expect(student.locator("#body")).to_be_disabled()
+    expect(student.locator("#room-state")).to_have_text("Quiet hours")
+    accessible(student)
+
+
+def test_the_policy_must_be_accepted_before_posting(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    services.publish_policy(actor=None, school_id=people.school.pk, text="Be kind to everyone here.")
+    with scopes_disabled():
+        School.objects.filter(pk=people.school.pk).update(sign_in_message="Welcome back to Browser School.")
+    # The servers run the real settings: hash with their hasher, not the tests' fast one.
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]):
+        people.student.set_password("correct horse")
+        people.student.save(update_fields=["password"])
+    context = browser.new_context(viewport=DESKTOP)
+    page = open_page(context, f"{base(servers[0])}/login/")
+    expect(page.locator(".school-message")).to_have_text("Welcome back to Browser School.")
+    accessible(page)
+    page.get_by_label("Username").fill(people.student.username)
+    page.get_by_label("Password").fill("correct horse")
+    page.get_by_role("button", name="Sign in").click()
+
+    # First visit: the policy.
+    expect(page).to_have_url(f"{base(servers[0])}/policy/")
+    expect(page.locator(".policy-text")).to_have_text("Be kind to everyone here.")
+    accessible(page)
+    page.get_by_role("button", name="Not now: only read").click()
+    expect(page).to_have_url(f"{base(servers[0])}/")
+    expect(page.locator(".banner")).to_contain_text("you cannot post until you accept")
+    page.locator(".room-list a", has_text=people.school_class.title).click()
+    expect(page.locator("#banner")).to_contain_text("Accept your school's acceptable-use policy before you post.")
+    expect(page.locator("#body")).to_be_disabled()
+
+    page.locator("#banner").get_by_role("link", name="Read the policy").click()
+    page.get_by_role("button", name="I accept").click()
+    expect(page).to_have_url(f"{base(servers[0])}/rooms/{room.pk}/")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#body")).to_be_enabled()
+    post(page, "I have read it")
+    expect(lines(page, "I have read it")).not_to_have_class(re.compile(r"\bpending\b"))
+
+    page.get_by_role("link", name="Profile").click()
+    expect(page.locator("main")).to_contain_text("You accepted version 1 on")
+    expect(page.locator("main")).to_contain_text(people.school_class.title)
+    accessible(page)
+
+
+def test_another_class_room_cannot_be_opened_by_its_address(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    services.send_message(user=people.teacher, room_id=room.pk, client_id=uuid.uuid4(), body="Class secret")
+    page = signed_in(browser, servers[0], people.other_student).new_page()
+    response = page.goto(f"{base(servers[0])}/rooms/{room.pk}/")
+    assert response is not None
+    assert response.status == 404
+    missing = page.context.new_page().goto(f"{base(servers[0])}/rooms/{room.pk + 1000}/")
+    assert missing is not None
+    assert missing.status == 404
+    assert "Class secret" not in page.content()
+    assert people.school_class.title not in page.content()
+
+
+def test_keyboard_only(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    services.send_message(user=people.teacher, room_id=room.pk, client_id=uuid.uuid4(), body="Any questions?")
+    page = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    expect(lines(page, "Any questions?")).to_have_count(1)
+    composer = page.get_by_label(f"Message {people.school_class.title}")
+    expect(composer).to_have_id("body")  # the composer is labelled
+
+    # Tab goes through the page in reading order: the skip link first, the conversation before the composer.
+    visited: list[str] = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        visited.append(
+            page.evaluate("(e => e.id || e.getAttribute('aria-label') || e.textContent.trim())(document.activeElement)")
+        )
+        if visited[-1] == "Send":
+            break
+    assert visited[0] == "Skip to content"
+    assert visited.index("Report message from " + people.teacher.full_name) < visited.index("body")
+    assert visited[-2:] == ["body", "Send"]
+
+    # Typing and Enter send; the focus stays in the composer for the next message.
+    composer.focus()
+    page.keyboard.type("Can we use calculators?")
+    page.keyboard.press("Enter")
+    expect(lines(page, "Can we use calculators?")).not_to_have_class(re.compile(r"\bpending\b"))
+    expect(composer).to_be_focused()
+    expect(composer).to_have_value("")
+    page.keyboard.type("Line one")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("line two")
+    expect(composer).to_have_value("Line one\nline two")
+
+    # A report by keyboard: the dialog takes the focus, Escape gives it back.
+    report = lines(page, "Any questions?").get_by_role("button", name="Report message from " + people.teacher.full_name)
+    report.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#category")).to_be_focused()
+    accessible(page)
+    page.keyboard.press("Escape")
+    expect(report).to_be_focused()
+    page.keyboard.press("Enter")
+    page.locator("#category").select_option("bullying")
+    page.keyboard.press("Tab")
+    expect(page.locator("#dialog-text")).to_be_focused()
+    page.keyboard.type("It upset me")
+    page.get_by_role("button", name="Send report").press("Enter")
+    expect(page.locator("#notice")).to_contain_text("Your report has gone to the staff")
+
+
+def test_a_school_day_without_a_reload_does_not_grow(
+    browser: Browser, servers: list[int], proxy: Proxy, people: SchoolPeople, room: Room
+) -> None:
+    page = open_room(signed_in(browser, proxy.port, people.student), proxy.port, room)
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("Performance.enable")
+
+    def measure() -> dict[str, float]:
+        devtools.send("HeapProfiler.collectGarbage")
+        return {m["name"]: m["value"] for m in devtools.send("Performance.getMetrics")["metrics"]}
+
+    post(page, "Good morning")
+    expect(lines(page, "Good morning")).not_to_have_class(re.compile(r"\bpending\b"))
+    before = measure()
+    for hour in range(8):  # eight lessons: a reconnect each, and a busy room
+        proxy.cut()
+        expect(page.locator("#connection")).not_to_have_attribute("data-state", "connected")
+        proxy.restore()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=45_000)
+        for n in range(60):
+            services.send_message(user=people.teacher, room_id=room.pk, client_id=uuid.uuid4(), body=f"h{hour} m{n}")
+        expect(lines(page, f"h{hour} m59")).to_have_count(1)
+    after = measure()
+    shown = page.locator("#messages li").count()
+    assert shown <= 300, f"{shown} messages kept on the page"
+    assert after["JSEventListeners"] - before["JSEventListeners"] <= 10, (before, after)
+    assert after["Nodes"] < before["Nodes"] + 300 * 12, (before, after)  # bounded by the lines kept
+    expect(page.get_by_role("button", name="Load older messages")).to_be_visible()
+
+
+@pytest.mark.parametrize(("label", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_the_main_pages(  # noqa: PLR0917  # pytest passes fixtures as arguments
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room, label: str, viewport: dict[str, int]
+) -> None:
+    """Every main page, at desktop and phone width, is accessible; with COMMONROOM_SCREENSHOTS set, saved."""
+    folder = os.environ.get("COMMONROOM_SCREENSHOTS")
+    services.publish_policy(actor=None, school_id=people.school.pk, text="Be kind. Keep personal details private.")
+    services.accept_policy(user=people.student, version=1)
+    for who, body in [
+        ("teacher", "Good morning! Today: chapter 3."),
+        ("student", "Is the quiz on Friday?"),
+        ("teacher", "Yes, Friday, first lesson."),
+        ("student", "Thank you!"),
+    ]:
+        services.send_message(user=getattr(people, who), room_id=room.pk, client_id=uuid.uuid4(), body=body)
+    pages: list[tuple[str, Page]] = []
+    login = browser.new_context(viewport=viewport).new_page()
+    login.goto(f"{base(servers[0])}/login/")
+    pages.append(("sign-in", login))
+    student = signed_in(browser, servers[0], people.student, viewport)
+    home = open_page(student, f"{base(servers[0])}/")
+    expect(home.locator("#connection")).to_have_attribute("data-state", "connected")
+    pages.append(("home", home))
+    pages.append(("room-student", open_room(student, servers[0], room)))
+    teacher_room = open_room(signed_in(browser, servers[0], people.teacher, viewport), servers[0], room)
+    pages.append(("room-teacher", teacher_room))
+    pages.append(("profile", open_page(student, f"{base(servers[0])}/profile/")))
+    pages.append(("policy", open_page(student, f"{base(servers[0])}/policy/")))
+    for name, page in pages:
+        expect(page.locator("h1")).to_be_visible()
+        accessible(page)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}-{label}.png"))

@@ -57,15 +57,16 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
     )
     ports = [free_port(), free_port()]
+    logs = [(tmp_path / f"daphne-{port}.log").open("wb") for port in ports]  # read them when a test fails
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "commonroom.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
-        for port in ports
+        for port, log in zip(ports, logs, strict=True)
     ]
     try:
         deadline = time.monotonic() + 30
@@ -85,6 +86,8 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
             process.terminate()
         for process in processes:
             process.wait(timeout=10)
+        for log in logs:
+            log.close()
 
 
 def session_cookie(user: Any) -> str:

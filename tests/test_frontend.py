@@ -95,9 +95,7 @@ class TestRoomPage:
 
 
 class TestHome:
-    def test_rooms_are_grouped_with_state_and_unread(
-        self, client: Client, school_a: SchoolPeople, room: Room
-    ) -> None:
+    def test_rooms_are_grouped_with_state_and_unread(self, client: Client, school_a: SchoolPeople, room: Room) -> None:
         services.send_message(user=school_a.teacher, room_id=room.pk, client_id="0" * 32, body="Homework", now=NOON)
         page = signed_in(client, school_a.student).get("/").content.decode()
         assert page.index("Class rooms") < page.index(school_a.school_class.title)
@@ -121,9 +119,7 @@ class TestPolicy:
         page = client.get("/policy/").content.decode()
         assert "No unkindness." in page
 
-    def test_accepting_records_it_and_opens_posting(
-        self, client: Client, school_a: SchoolPeople, room: Room
-    ) -> None:
+    def test_accepting_records_it_and_opens_posting(self, client: Client, school_a: SchoolPeople, room: Room) -> None:
         version = publish(school_a)
         signed_in(client, school_a.student)
         assert services.room_summary(school_a.student, room)["refusal"]["code"] == "policy_not_accepted"

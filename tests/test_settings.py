@@ -80,3 +80,20 @@ def test_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
         env.env_int("X_INT", 1, minimum=0)
     assert env.env_url("X_MISSING", None, schemes={"redis"}) is None
     assert env.hosts("X_MISSING", ["localhost"]) == ["localhost"]
+
+
+@pytest.mark.redis
+async def test_an_idle_socket_outlives_the_redis_read_timeout() -> None:
+    """A consumer waits on the channel layer for as long as its room is quiet. redis-py 8 times a
+    read out after 5 s unless told otherwise, which would drop every socket idle that long."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    assert layer is not None
+    channel = await layer.new_channel()
+    with pytest.raises(asyncio.TimeoutError):  # nothing came, and nothing broke
+        await asyncio.wait_for(layer.receive(channel), timeout=7)
+    await layer.send(channel, {"type": "still.here"})
+    assert await asyncio.wait_for(layer.receive(channel), timeout=5) == {"type": "still.here"}

@@ -419,9 +419,7 @@ async def test_a_report_is_acknowledged_and_recorded(people: SchoolPeople, room:
         with scopes_disabled():
             return [e.payload for e in AuditEvent.objects.filter(action="message.reported", actor=people.student)]
 
-    assert await database_sync_to_async(recorded)() == [
-        {"room": room, "seq": 1, "category": "bullying", "note": "odd"}
-    ]
+    assert await database_sync_to_async(recorded)() == [{"room": room, "seq": 1, "category": "bullying", "note": "odd"}]
     for communicator in (student, teacher):
         await communicator.disconnect()
 
