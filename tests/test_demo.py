@@ -11,8 +11,8 @@ from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
 from audit.services import chains, verify_chain
-from frontend.management.commands.seed_demo import DEMO_PASSWORD
 from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
+from frontend.management.commands.seed_demo import DEMO_PASSWORD
 
 pytestmark = pytest.mark.django_db
 

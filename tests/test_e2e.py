@@ -88,6 +88,17 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
             process.wait(timeout=10)
         for log in logs:
             log.close()
+        # The servers' database sessions end a moment after the processes do; the test database can
+        # only be dropped once they have.
+        deadline = time.monotonic() + 10
+        with connection.cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if cursor.fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
 
 
 def session_cookie(user: Any) -> str:

@@ -115,7 +115,8 @@ class TestPolicy:
         publish(school_a, "No unkindness.")
         signed_in(client, school_a.student)
         response = client.get("/")
-        assert response.status_code == 302 and response["Location"] == "/policy/"
+        assert response.status_code == 302
+        assert response["Location"] == "/policy/"
         page = client.get("/policy/").content.decode()
         assert "No unkindness." in page
 
@@ -124,7 +125,8 @@ class TestPolicy:
         signed_in(client, school_a.student)
         assert services.room_summary(school_a.student, room)["refusal"]["code"] == "policy_not_accepted"
         response = client.post("/policy/", {"version": version, "accept": ""})
-        assert response.status_code == 302 and response["Location"] == "/"
+        assert response.status_code == 302
+        assert response["Location"] == "/"
         with scopes_disabled():
             assert PolicyAcceptance.objects.filter(user=school_a.student, policy__version=version).exists()
             assert AuditEvent.objects.filter(action="policy.accepted", actor=school_a.student).exists()
@@ -147,7 +149,8 @@ class TestPolicy:
         old = publish(school_a, "First.")
         publish(school_a, "Second.")
         page = signed_in(client, school_a.student).post("/policy/", {"version": old, "accept": ""}).content.decode()
-        assert "The acceptable-use policy has changed" in page and "Second." in page
+        assert "The acceptable-use policy has changed" in page
+        assert "Second." in page
         with scopes_disabled():
             assert not PolicyAcceptance.objects.filter(user=school_a.student).exists()
 
@@ -166,7 +169,8 @@ def test_the_profile(client: Client, school_a: SchoolPeople, room: Room) -> None
     assert school_a.other_class.title not in page
     assert school_a.cohort.name in page
     # The school's local time (London is on GMT in November).
-    assert f"You accepted version {version} on" in page and "23 November 2026, 12:00" in page
+    assert f"You accepted version {version} on" in page
+    assert "23 November 2026, 12:00" in page
 
 
 class TestSignIn:
@@ -189,7 +193,8 @@ class TestSignIn:
 
     def test_signing_in_lands_on_the_rooms(self, client: Client, school_a: SchoolPeople, room: Room) -> None:
         response = client.post("/login/", {"username": school_a.student.username, "password": "pw"})
-        assert response.status_code == 302 and response["Location"] == "/"
+        assert response.status_code == 302
+        assert response["Location"] == "/"
 
     def test_a_wrong_password_is_explained(self, client: Client, school_a: SchoolPeople) -> None:
         response = client.post("/login/", {"username": school_a.student.username, "password": "nope"})

@@ -304,7 +304,8 @@ function findMessage(id) {
 // An acknowledgement replaces the pending line of its client id (the broadcast may have come first).
 function place(message, clientId) {
   if (message.room !== roomId) return;
-  const waiting = clientId ? findPending(clientId) : null;
+  const mine = clientId ?? message.client_id; // pages show the author their own client ids
+  const waiting = mine ? findPending(mine) : null;
   if (waiting !== null) waiting.remove();
   let item = findMessage(message.id);
   if (item === null) {
