@@ -29,7 +29,7 @@ from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 from django_scopes import scopes_disabled
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
 from classes.models import School
 from messaging import services
@@ -54,8 +54,8 @@ FLAGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 TIMEOUT = 15_000  # ms: a generous bound for anything a person waits for, on a loaded CI machine
 expect.set_options(timeout=TIMEOUT)
 axe = Axe()
@@ -163,7 +163,7 @@ def base(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def signed_in(browser: Browser, port: int, user: Any, viewport: dict[str, int] = DESKTOP) -> BrowserContext:
+def signed_in(browser: Browser, port: int, user: Any, viewport: ViewportSize = DESKTOP) -> BrowserContext:
     """A browser context with a session of `user` (the sign-in form itself has its own test)."""
     client = Client()
     client.force_login(user)
@@ -544,7 +544,7 @@ def test_a_school_day_without_a_reload_does_not_grow(
 
 @pytest.mark.parametrize(("label", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 def test_the_main_pages(  # noqa: PLR0917  # pytest passes fixtures as arguments
-    browser: Browser, servers: list[int], people: SchoolPeople, room: Room, label: str, viewport: dict[str, int]
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room, label: str, viewport: ViewportSize
 ) -> None:
     """Every main page, at desktop and phone width, is accessible; with COMMONROOM_SCREENSHOTS set, saved."""
     folder = os.environ.get("COMMONROOM_SCREENSHOTS")
