@@ -135,12 +135,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                # A socket's receive blocks in Redis for up to 5 s (channels_redis' BZPOPMIN); redis-py 8
-                # times reads out after 5 s by default, which would drop idle sockets. Wait longer than that.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
-                "prefix": env_str("CHANNEL_PREFIX") or "commonroom",
-            },
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX") or "commonroom"},
         }
     }
 else:

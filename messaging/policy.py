@@ -185,7 +185,11 @@ def _quiet(school: School, now: datetime) -> datetime | None:
     return opens
 
 
-def room_state(room: Room, now: datetime | None = None) -> RoomState:
+People = tuple[set[int], set[int]]  # what `members` answers: everyone, and the adults among them
+
+
+def room_state(room: Room, now: datetime | None = None, people: People | None = None) -> RoomState:
+    """`people` may pass the room's `members` when the caller has just worked them out."""
     now = now or timezone.now()
     school = room.school
     with scopes_disabled():
@@ -196,7 +200,7 @@ def room_state(room: Room, now: datetime | None = None) -> RoomState:
             return RoomState(State.READ_ONLY, f"{cohort.name} has graduated.")
     if room.locked_reason:
         return RoomState(State.LOCKED, room.locked_reason)
-    everyone, adults = members(room, now)
+    everyone, adults = people or members(room, now)
     if not adults:
         # Every conversation has the adults responsible for it in its audience.
         return RoomState(State.LOCKED, "This room opens when a member of staff joins it.")
@@ -216,24 +220,45 @@ def _age(birth_date: date, today: date) -> int:
     return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
 
 
+NOT_A_MEMBER = Refusal("not_a_member", "You can read this room but not post in it.")
+
+
 def posting_refusal(
-    user: User, room: Room, now: datetime | None = None, state: RoomState | None = None
+    user: User, room: Room, now: datetime | None = None, state: RoomState | None = None, people: People | None = None
 ) -> Refusal | None:
     """Why `user` may not post in `room` now, or None if they may. `room` must come from `room_for`;
-    `state` may pass the room's state when the caller has just worked it out."""
+    `state` and `people` may pass what the caller has just worked out."""
     now = now or timezone.now()
-    everyone, _ = members(room, now)
-    if user.pk not in everyone:
-        return Refusal("not_a_member", "You can read this room but not post in it.")
-    state = state or room_state(room, now)
+    people = people or members(room, now)
+    if user.pk not in people[0]:
+        return NOT_A_MEMBER
+    state = state or room_state(room, now, people)
     if state.state != State.OPEN:
         return Refusal(f"room_{state.state.value}", state.reason)
     if user.role != User.Role.STUDENT:
         return None
     with scopes_disabled():
         mute = Mute.objects.filter(room=room, user=user, ended__isnull=True).first()
-        if mute is not None:
-            return Refusal("muted", f"A teacher has muted you in this room: {mute.reason}")
+    if mute is not None:
+        return Refusal("muted", f"A teacher has muted you in this room: {mute.reason}")
+    return _student_refusal(user, room, now)
+
+
+def personal_refusal(
+    user: User, room: Room, now: datetime | None = None, people: People | None = None
+) -> Refusal | None:
+    """Why `user` could not post in `room` even if it were open and they were not muted: they do not
+    take part in it, or (a student) have not accepted the policy or lack a parent's consent."""
+    now = now or timezone.now()
+    if user.pk not in (people or members(room, now))[0]:
+        return NOT_A_MEMBER
+    if user.role != User.Role.STUDENT:
+        return None
+    return _student_refusal(user, room, now)
+
+
+def _student_refusal(user: User, room: Room, now: datetime) -> Refusal | None:
+    with scopes_disabled():
         current = AcceptableUsePolicy.objects.filter(school_id=room.school_id).order_by("-version").first()
         if current is not None and not PolicyAcceptance.objects.filter(policy=current, user=user).exists():
             return Refusal("policy_not_accepted", "Accept your school's acceptable-use policy before you post.")
@@ -278,6 +303,7 @@ __all__ = [
     "State",
     "is_moderator_of",
     "members",
+    "personal_refusal",
     "posting_refusal",
     "readable_rooms",
     "room_for",

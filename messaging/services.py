@@ -139,9 +139,9 @@ def serialize(message: Message, viewer: User | None = None) -> dict[str, Any]:
     return data
 
 
-def _visible(messages: Any, user: User, room: Room) -> Any:
+def _visible(messages: Any, user: User, room: Room, moderator: bool | None = None) -> Any:
     """Held messages are for their author and the room's moderators only."""
-    if policy.is_moderator_of(user, room):
+    if moderator if moderator is not None else policy.is_moderator_of(user, room):
         return messages
     return messages.exclude(Q(state=Message.State.HELD) & ~Q(author=user))
 
@@ -396,10 +396,10 @@ def mark_read(*, user: User, room_id: Any, up_to: Any, now: datetime | None = No
     return position.seq
 
 
-def unread(user: User, room: Room) -> int:
+def unread(user: User, room: Room, moderator: bool | None = None) -> int:
     with scopes_disabled():
         position = ReadPosition.objects.filter(room=room, user=user).values_list("seq", flat=True).first() or 0
-        newer = _visible(Message.objects.filter(room=room, seq__gt=position), user, room)
+        newer = _visible(Message.objects.filter(room=room, seq__gt=position), user, room, moderator)
         return int(newer.exclude(author=user).count())
 
 
@@ -441,8 +441,17 @@ def room_summary(user: User, room: Room, now: datetime | None = None, muted: str
             muted = (
                 Mute.objects.filter(user=user, room=room, ended__isnull=True).values_list("reason", flat=True).first()
             )
-        state = policy.room_state(room, now)
-        refusal = policy.posting_refusal(user, room, now, state)
+        people = policy.members(room, now)
+        state = policy.room_state(room, now, people)
+        refusal = policy.posting_refusal(user, room, now, state, people)
+        # What stands in the way besides the room's state and a mute, so a client knows whether an
+        # unlock or an unmute lets the person post.
+        personal = (
+            policy.personal_refusal(user, room, now, people)
+            if refusal is not None and (refusal.code.startswith("room_") or refusal.code == "muted")
+            else refusal
+        )
+        moderator = policy.is_moderator_of(user, room)
         return {
             "id": room.pk,
             "name": room_name(room),
@@ -450,11 +459,16 @@ def room_summary(user: User, room: Room, now: datetime | None = None, muted: str
             "state": state.state.value,
             "reason": state.reason,
             "last_seq": room.last_seq,
-            "unread": unread(user, room),
+            "unread": unread(user, room, moderator),
             "muted": muted,
-            "refusal": None if refusal is None else {"code": refusal.code, "detail": refusal.detail},
-            "moderator": policy.is_moderator_of(user, room),
+            "refusal": _refusal(refusal),
+            "personal": _refusal(personal),
+            "moderator": moderator,
         }
+
+
+def _refusal(refusal: policy.Refusal | None) -> dict[str, str] | None:
+    return None if refusal is None else {"code": refusal.code, "detail": refusal.detail}
 
 
 def ready(*, user: User, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -459,3 +459,44 @@ def test_the_people_of_a_room(school_a: SchoolPeople, room: Room) -> None:
     assert all(p["muted"] is None for p in seen_by_student)  # a mute's reason is not for classmates
     with pytest.raises(MessagingError):
         services.room_people(school_a.other_student, room.pk)
+
+
+def test_what_stands_in_the_way_besides_the_room(school_a: SchoolPeople, room: Room) -> None:
+    services.publish_policy(actor=None, school_id=school_a.school.pk, text="Be kind.")
+    services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Exam")
+    summary = services.room_summary(school_a.student, room)
+    assert summary["refusal"]["code"] == "room_locked"
+    assert summary["personal"]["code"] == "policy_not_accepted"  # an unlock alone will not let them post
+    services.accept_policy(user=school_a.student, version=1)
+    assert services.room_summary(school_a.student, room)["personal"] is None
+    assert services.room_summary(school_a.moderator, room)["personal"] == {
+        "code": "not_a_member",
+        "detail": "You can read this room but not post in it.",
+    }
+
+
+def test_the_room_list_costs_a_bounded_number_of_queries_per_room(school_a: SchoolPeople) -> None:
+    """The home page and every `ready` list the rooms: their cost grows with the rooms, by a fixed amount each."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from classes.models import Enrollment, SchoolClass
+    from messaging.rooms import sync_rooms
+
+    def cost() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as queries:
+            listed = services.room_summaries(school_a.student)
+        return len(listed), len(queries)
+
+    rooms_before, queries_before = cost()
+    with scopes_disabled():
+        for n in range(4):
+            extra = SchoolClass.objects.create(school=school_a.school, title=f"Extra {n}", code=f"X{n}")
+            extra.terms.add(school_a.year)
+            for user, role in [(school_a.student, "student"), (school_a.teacher, "teacher")]:
+                Enrollment.objects.create(school=school_a.school, school_class=extra, user=user, role=role)
+        with transaction.atomic():
+            sync_rooms([school_a.school.pk])
+    rooms_after, queries_after = cost()
+    assert rooms_after == rooms_before + 4
+    assert (queries_after - queries_before) / 4 <= 10

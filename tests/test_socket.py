@@ -447,6 +447,7 @@ async def test_ready_says_why_a_muted_student_cannot_post(people: SchoolPeople, 
     listed = next(r for r in ready["rooms"] if r["id"] == room)
     assert listed["muted"] == "Take a break"
     assert listed["refusal"] == {"code": "muted", "detail": "A teacher has muted you in this room: Take a break"}
+    assert listed["personal"] is None  # an unmute lets them post
     assert listed["moderator"] is False
     teacher_room = next(r for r in (await connect(people.teacher))[1]["rooms"] if r["id"] == room)
     assert (teacher_room["moderator"], teacher_room["refusal"], teacher_room["muted"]) == (True, None, None)

@@ -27,10 +27,19 @@ const ROLE_LABELS = { teacher: "Teacher", aide: "Aide", administrator: "Administ
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const day = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
 
-const conn = { socket: null, attempt: 0, timer: null };
+const conn = { socket: null, attempt: 0, timer: null, opened: false };
 const rooms = new Map(); // id -> the room as the last `ready` (and later live events) described it
 const pending = new Map(); // client_id -> the `send` frame, until acknowledged or refused
-const view = { first: null, last: 0, loaded: false, older: false, readTimer: null, dialog: null, timers: {} };
+const view = {
+  first: null, // the lowest sequence number shown
+  last: 0, // the highest sequence number shown
+  loaded: false, // the newest page has arrived
+  older: false, // a `history` page is on its way
+  readTimer: null,
+  resendTimer: null,
+  dialog: null,
+  timers: {},
+};
 
 // -- the connection ----------------------------------------------------------------------------
 
@@ -53,7 +62,7 @@ function connect() {
   conn.socket = socket;
   // Handlers as properties of this socket: they go with it, so reconnecting never piles up listeners.
   socket.onopen = () => {
-    conn.attempt = 0;
+    conn.opened = true;
     status("connected", "Connected");
   };
   socket.onmessage = (event) => {
@@ -68,13 +77,28 @@ function connect() {
   socket.onclose = (event) => {
     if (conn.socket !== socket) return;
     conn.socket = null;
-    if (event.code === 4401 || event.code === 4408) {
-      status("signed-out", "Signed out");
-      location.assign(`/login/?next=${encodeURIComponent(location.pathname)}`);
-      return;
-    }
+    if (event.code === 4401 || event.code === 4408) return signedOut();
+    // A refused handshake (daphne answers 403 to someone signed out) looks like any failed
+    // connection: after a second one, ask the page itself whether the session is still there.
+    if (!conn.opened && conn.attempt >= 1) checkSession();
+    conn.opened = false;
     reconnectLater();
   };
+}
+
+function signedOut() {
+  status("signed-out", "Signed out");
+  clearTimeout(conn.timer);
+  location.assign(`/login/?next=${encodeURIComponent(location.pathname)}`);
+}
+
+async function checkSession() {
+  try {
+    const answer = await fetch(location.pathname, { method: "HEAD", redirect: "manual", cache: "no-store" });
+    if (answer.type === "opaqueredirect" || answer.status === 401 || answer.status === 403) signedOut();
+  } catch {
+    // offline: the next attempt asks again
+  }
 }
 
 function reconnectLater() {
@@ -115,7 +139,8 @@ function handle(frame) {
       return onMessage(frame.message);
     case "message_edited":
     case "message_removed":
-      if (frame.message.room === roomId) place(frame.message);
+      // Only a line on the page changes: an older message is shown as it is when paged in.
+      if (frame.message.room === roomId && findMessage(frame.message.id)) place(frame.message);
       return undefined;
     case "room_state":
       return onRoomState(frame);
@@ -135,36 +160,52 @@ function handle(frame) {
 }
 
 function onReady(frame) {
+  conn.attempt = 0; // only a socket that got this far resets the backoff
   rooms.clear();
   for (const room of frame.rooms) rooms.set(room.id, room);
   refreshRooms();
   if (roomId === null || !rooms.has(roomId)) return;
+  view.older = false; // an answer lost with the old socket must not block paging for good
   if (!view.loaded) {
-    view.loaded = true;
-    const last = rooms.get(roomId).last_seq;
-    view.last = last;
-    transmit({ type: "history", room: roomId, before: last + 1 });
+    setBusy(true);
+    transmit({ type: "history", room: roomId, before: rooms.get(roomId).last_seq + 1 });
   } else {
     transmit({ type: "sync", room: roomId, after: view.last });
   }
   for (const send of pending.values()) transmit(send); // same client ids: the server saves each once
 }
 
+// While pages load, the log is busy, so a screen reader does not read out fifty messages at once.
+function setBusy(busy) {
+  $("log").setAttribute("aria-busy", String(busy));
+}
+
 function onHistory(frame) {
   if (frame.room !== roomId) return;
   const keep = $("log");
   if (frame.before !== undefined) {
-    // An older page: insert above, keeping what the person is looking at where it is.
+    // The newest page (the first answer), or an older one: insert above, keeping what the person
+    // is looking at where it is.
+    const first = !view.loaded;
     const fromBottom = keep.scrollHeight - keep.scrollTop;
     for (const message of [...frame.messages].reverse()) place(message);
     keep.scrollTop = keep.scrollHeight - fromBottom;
     view.older = false;
+    view.loaded = true;
+    if (view.first === null) view.first = frame.before;
     $("older").hidden = !frame.more;
-    if (frame.before > view.last) stickToBottom(true);
+    if (first) {
+      view.last = Math.max(view.last, frame.before - 1);
+      stickToBottom(true);
+    }
+    setBusy(false);
   } else {
     const atBottom = nearBottom();
     for (const message of frame.messages) place(message);
-    if (frame.more) transmit({ type: "sync", room: roomId, after: view.last });
+    // Pages follow on from where this one ended, not from the newest message shown (live messages
+    // may have arrived meanwhile, and what lies between them would be skipped).
+    const end = frame.messages.length ? frame.messages[frame.messages.length - 1].seq : frame.after;
+    if (frame.more) transmit({ type: "sync", room: roomId, after: end });
     stickToBottom(atBottom);
   }
   $("empty").hidden = $("messages").children.length > 0;
@@ -211,11 +252,20 @@ function onMute(frame) {
   const muted = frame.type === "muted";
   person.querySelector(".mute-state").hidden = !muted;
   person.querySelector(".mute-reason").textContent = muted ? frame.reason : "";
+  const moving = person.contains(document.activeElement);
   person.querySelector('[data-action="mute"]').hidden = muted;
   person.querySelector('[data-action="unmute"]').hidden = !muted;
+  if (moving) person.querySelector(`[data-action="${muted ? "unmute" : "mute"}"]`).focus();
 }
 
 function onError(frame) {
+  if (frame.code === "rate_limited") {
+    // The refused frame is not named: resend whatever is still waiting, once, a little later.
+    clearTimeout(view.resendTimer);
+    view.resendTimer = setTimeout(() => {
+      for (const send of pending.values()) transmit(send);
+    }, 3000);
+  }
   const item = frame.client_id ? findPending(frame.client_id) : null;
   if (frame.client_id) pending.delete(frame.client_id);
   if (item) {
@@ -230,15 +280,15 @@ function onError(frame) {
 // -- rooms, banners and controls -----------------------------------------------------------------
 
 // Why the person cannot post in `room` now, or null if they can: the room's state comes first.
+// `personal` (from `ready`) is what stands in the way besides the room's state and a mute, which
+// live events change.
 function blocked(room) {
   if (!room) return { text: "You are no longer a member of this room." };
-  const refusal = room.refusal;
-  if (refusal && refusal.code === "not_a_member") return { text: refusal.detail };
+  const personal = room.personal;
+  if (personal && personal.code === "not_a_member") return { text: personal.detail };
   if (room.state !== "open") return { text: room.reason };
   if (room.muted) return { text: `A teacher has muted you in this room: ${room.muted}` };
-  if (refusal && !refusal.code.startsWith("room_") && refusal.code !== "muted") {
-    return { text: refusal.detail, policy: refusal.code === "policy_not_accepted" };
-  }
+  if (personal) return { text: personal.detail, policy: personal.code === "policy_not_accepted" };
   return null;
 }
 
@@ -249,7 +299,10 @@ function refreshRooms() {
   const reason = blocked(room);
   const banner = $("banner");
   banner.hidden = reason === null;
-  if (reason !== null) {
+  // A live region: rewrite it only when it says something new, or a screen reader repeats it.
+  if (reason === null) delete banner.dataset.text;
+  else if (banner.dataset.text !== reason.text) {
+    banner.dataset.text = reason.text;
     banner.replaceChildren(reason.text);
     if (reason.policy) {
       const link = document.createElement("a");
@@ -262,12 +315,15 @@ function refreshRooms() {
   $("composer").querySelector("button[type=submit]").disabled = reason !== null;
   if (room) {
     $("room-state").textContent = STATE_LABELS[room.state] ?? room.state;
+    const hadFocus = document.activeElement?.closest(".controls");
     for (const button of document.querySelectorAll(".controls [data-room-state]")) {
       const wanted = button.dataset.roomState;
       const locked = room.state === "locked";
       const closed = room.state === "closed";
       button.hidden = { locked: !locked, unlocked: locked, closed: !closed, open: closed || locked }[wanted];
     }
+    // A control that hid itself (Lock becomes Unlock) hands the focus to the first one shown.
+    if (hadFocus && document.activeElement?.hidden) document.querySelector(".controls button:not([hidden])")?.focus();
   }
   return undefined;
 }
@@ -318,13 +374,16 @@ function place(message, clientId) {
     if (before === null) list.prepend(item);
     else before.after(item);
   }
+  const focused = item.contains(document.activeElement) && document.activeElement !== item;
   render(item, message);
+  if (focused) item.focus(); // its buttons were replaced: keep the keyboard on the line
   view.last = Math.max(view.last, message.seq);
   view.first = view.first === null ? message.seq : Math.min(view.first, message.seq);
 }
 
 function render(item, message) {
   item.className = "message";
+  item.tabIndex = -1;
   item.dataset.id = message.id;
   item.dataset.seq = message.seq;
   delete item.dataset.clientId;
