@@ -463,7 +463,7 @@ def test_the_people_of_a_room(school_a: SchoolPeople, room: Room) -> None:
 
 def test_what_stands_in_the_way_besides_the_room(school_a: SchoolPeople, room: Room) -> None:
     services.publish_policy(actor=None, school_id=school_a.school.pk, text="Be kind.")
-    services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Exam")
+    room = services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Exam")
     summary = services.room_summary(school_a.student, room)
     assert summary["refusal"]["code"] == "room_locked"
     assert summary["personal"]["code"] == "policy_not_accepted"  # an unlock alone will not let them post
