@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -25,13 +25,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from django.db import connections
+from django.db import connections, transaction
 from django.test import Client, override_settings
 from django.utils import timezone
 from django_scopes import scopes_disabled
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
 from classes.models import School
+from classes.services import enroll
 from messaging import services
 from messaging.models import Message, Room
 from tests.conftest import CHROMIUM, SchoolPeople, make_school
@@ -229,19 +230,28 @@ def lines(page: Page, text: str) -> Any:
     return page.locator("#messages li.message", has_text=text)
 
 
-def say(user: Any, room: Room, *bodies: str) -> None:
-    """Post as `user` through the services, as another person's browser would. In a thread of its own:
-    publishing calls the channel layer through async_to_sync, which refuses a thread with a running loop."""
+def elsewhere(work: Callable[[], object]) -> None:
+    """Run `work` in a thread of its own, as another person's request would: publishing live events
+    calls the channel layer through async_to_sync, which refuses a thread with a running loop."""
 
-    def work() -> None:
+    def run() -> None:
         try:
-            for body in bodies:
-                services.send_message(user=user, room_id=room.pk, client_id=uuid.uuid4(), body=body)
+            work()
         finally:
             connections.close_all()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(work).result()
+        pool.submit(run).result()
+
+
+def say(user: Any, room: Room, *bodies: str) -> None:
+    """Post as `user` through the services."""
+
+    def post_all() -> None:
+        for body in bodies:
+            services.send_message(user=user, room_id=room.pk, client_id=uuid.uuid4(), body=body)
+
+    elsewhere(post_all)
 
 
 def count_messages(body: str) -> int:
@@ -290,6 +300,25 @@ def test_two_people_talk_live(browser: Browser, servers: list[int], people: Scho
     for page in (student, teacher):
         expect(page.locator("#messages li.removed .notice")).to_have_text("Removed by staff: Please check the board")
         expect(page.locator("#messages")).not_to_contain_text("page 13?")
+
+
+def test_a_room_joined_appears_on_the_room_list(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    home = open_page(signed_in(browser, servers[0], people.student), f"{base(servers[0])}/")
+    expect(home.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(home.locator(".room-list li")).to_have_count(2)  # the class and the year group
+
+    def join() -> None:
+        with scopes_disabled(), transaction.atomic():
+            enroll(actor=people.admin, school_class=people.other_class, user=people.student, role="student")
+
+    elsewhere(join)
+    joined = home.locator(".room-list a", has_text=people.other_class.title)
+    expect(joined).to_have_count(1)
+    joined.click()
+    expect(home.locator("h1")).to_have_text(people.other_class.title)
+    expect(home.locator("#connection")).to_have_attribute("data-state", "connected")
 
 
 def test_a_script_in_a_message_is_text(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:

@@ -329,6 +329,14 @@ function refreshRooms() {
 }
 
 function refreshHome() {
+  const shown = new Set([...document.querySelectorAll(".room-list li[data-room]")].map((li) => Number(li.dataset.room)));
+  for (const room of rooms.values()) {
+    if (shown.has(room.id)) continue;
+    // A room the person has just joined: into its group, or (a first room of its kind) a fresh page.
+    const list = document.querySelector(`#group-${room.kind}`)?.closest("section")?.querySelector(".room-list");
+    if (!list) return location.reload();
+    list.append(roomItem(room));
+  }
   for (const item of document.querySelectorAll(".room-list li[data-room]")) {
     const room = rooms.get(Number(item.dataset.room));
     if (!room) {
@@ -341,6 +349,17 @@ function refreshHome() {
     item.dataset.state = room.state;
     item.querySelector(".state").textContent = STATE_LABELS[room.state] ?? room.state;
   }
+}
+
+function roomItem(room) {
+  const item = document.createElement("li");
+  item.dataset.room = room.id;
+  const link = document.createElement("a");
+  link.href = `/rooms/${Number(room.id)}/`;
+  const name = note("room-name", room.name);
+  link.append(name, " ", note("unread", ""), " ", note("state", ""));
+  item.append(link);
+  return item;
 }
 
 // -- messages ------------------------------------------------------------------------------------
