@@ -366,13 +366,18 @@ def test_a_message_sent_while_the_socket_is_down_arrives_once(
     expect(lines(teacher, "Saved but not acknowledged")).to_have_count(1)
     assert count_messages("Saved but not acknowledged") == 1
 
-    # And what was said while the socket was down arrives after the reconnect, in order.
+    # And what was said while the socket was down arrives after the reconnect, in order; what was
+    # removed meanwhile shows as removed.
     proxy.cut()
     post(teacher, "While you were away 1")
     post(teacher, "While you were away 2")
     expect(lines(teacher, "While you were away 2")).not_to_have_class(re.compile(r"\bpending\b"))
+    lines(teacher, "Sent in the tunnel").get_by_role("button", name=re.compile("^Remove")).click()
+    answer_dialog(teacher, "Off topic")
     proxy.restore()
     expect(lines(student, "While you were away")).to_have_count(2, timeout=45_000)
+    expect(student.locator("#messages li.removed .notice")).to_have_text("Removed by staff: Off topic")
+    expect(student.locator("#messages")).not_to_contain_text("Sent in the tunnel")
     texts = student.locator("#messages li.message .body").all_inner_texts()
     assert texts[-2:] == ["While you were away 1", "While you were away 2"]
 

@@ -171,6 +171,8 @@ function onReady(frame) {
     transmit({ type: "history", room: roomId, before: rooms.get(roomId).last_seq + 1 });
   } else {
     transmit({ type: "sync", room: roomId, after: view.last });
+    // The newest page again: edits and removals made while the socket was down replace what it shows.
+    transmit({ type: "history", room: roomId, before: view.last + 1 });
   }
   for (const send of pending.values()) transmit(send); // same client ids: the server saves each once
 }
