@@ -165,8 +165,8 @@ STORAGES = {
 }
 
 # Screeners that messaging asks about every message before it is saved (dotted paths of callables
-# taking the body, the room and the author, answering a messaging.services.Verdict). None by default.
-COMMONROOM_SCREENERS: list[str] = []
+# taking the body, the room and the author, answering a messaging.services.Verdict).
+COMMONROOM_SCREENERS: list[str] = ["moderation.screening.screen_message"]
 
 # The largest roster bundle the admin accepts as an upload (larger ones: the command line).
 ROSTER_UPLOAD_MAX_MB = env_int("ROSTER_UPLOAD_MAX_MB", 200, minimum=1)

@@ -1,0 +1,134 @@
+"""Text as screening sees it: the letters people meant, whatever disguise they wrote them in.
+
+`fold` turns a message into lower-case Latin words separated by single spaces, undoing the usual
+evasions: case, accents, look-alike letters from other scripts (a Cyrillic letter a for the Latin one), full-width and
+mathematical letters, zero-width and soft-hyphen characters, leetspeak ("k1ll"), repeated letters
+("heeelp") and words spelt out letter by letter ("s n a p"). Phrases to look for are folded the same
+way, so both sides meet in the middle. Every letter of the folded text remembers where it came from
+in the original, so a match can be shown to a person as the span they wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+# Leetspeak: read as a letter when it touches a letter ("k1ll", "$nap"); "!" and "|" only inside a word,
+# since a word may end with "!".
+LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s", "!": "i", "|": "l"}
+INSIDE_ONLY = {"!", "|"}
+INVISIBLE = {"\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u180e"}
+SPELT_OUT = 3  # this many single letters in a row are read as one word ("s n a p")
+
+
+@cache
+def _look_alikes() -> dict[str, str]:
+    """Characters that look like a Latin letter or digit, from the Unicode confusables data."""
+    table = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
+    alike: dict[str, str] = {}
+    for character, glyphs in table.items():
+        if len(character) != 1 or character.isascii():
+            continue
+        for glyph in glyphs:
+            target = glyph["c"]
+            if len(target) == 1 and target.isascii() and target.isalnum():
+                alike[character] = target.lower()
+                break
+    return alike
+
+
+@cache
+def _fold_character(character: str) -> str:
+    """One character as plain lower-case letters (possibly none, possibly several: "ß" is "ss")."""
+    if character in INVISIBLE:
+        return ""
+    text = unicodedata.normalize("NFKC", character)
+    text = "".join(_look_alikes().get(c, c) for c in text)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return text.casefold()
+
+
+@dataclass(frozen=True)
+class Folded:
+    """Folded text: `text` is words of a-z separated by single spaces; `origin[i]` is the index in the
+    original of the character that gave `text[i]` (a space gets the index of the letter after it)."""
+
+    text: str
+    origin: tuple[int, ...]
+    spelt: tuple[tuple[int, int], ...] = ()  # where in `text` words spelt out letter by letter stand
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of folded characters start..end (end exclusive, end > start)."""
+        return self.origin[start], self.origin[end - 1] + 1
+
+
+def fold(original: str) -> Folded:
+    words: list[list[tuple[str, int]]] = [[]]
+    for index, character in enumerate(original):
+        if character in INVISIBLE:
+            continue  # inside a word: "s\u200bnap" is "snap"
+        meant = LEET[character] if character in LEET and _leet(original, index) else character
+        for letter in _fold_character(meant):
+            if "a" <= letter <= "z":
+                word = words[-1]
+                if not word or word[-1][0] != letter:  # "heeelp" is "help" (and "help" is "help")
+                    word.append((letter, index))
+            elif words[-1]:
+                words.append([])
+    words = [word for word in words if word]
+    text: list[str] = []
+    origin: list[int] = []
+    spelt: list[tuple[int, int]] = []
+    for word, was_spelt in _join_spelt_out(words):
+        if text:
+            text.append(" ")
+            origin.append(word[0][1])
+        if was_spelt:
+            spelt.append((len(text), len(text) + len(word)))
+        for letter, index in word:
+            text.append(letter)
+            origin.append(index)
+    return Folded("".join(text), tuple(origin), tuple(spelt))
+
+
+def _leet(original: str, index: int) -> bool:
+    before = index > 0 and original[index - 1].isalpha()
+    after = index + 1 < len(original) and original[index + 1].isalpha()
+    return (before and after) if original[index] in INSIDE_ONLY else (before or after)
+
+
+Word = list[tuple[str, int]]
+
+
+def _join_spelt_out(words: list[Word]) -> list[tuple[Word, bool]]:
+    """Runs of SPELT_OUT or more one-letter words become one word, marked as spelt out."""
+    joined: list[tuple[Word, bool]] = []
+    run: list[Word] = []
+
+    def close_run() -> None:
+        if len(run) >= SPELT_OUT:
+            word: Word = []
+            for letter, index in (single[0] for single in run):
+                if not word or word[-1][0] != letter:
+                    word.append((letter, index))
+            joined.append((word, True))
+        else:
+            joined.extend((single, False) for single in run)
+        run.clear()
+
+    for word in words:
+        if len(word) == 1:
+            run.append(word)
+            continue
+        close_run()
+        joined.append((word, False))
+    close_run()
+    return joined
+
+
+def fold_phrase(phrase: str) -> str:
+    """A phrase to look for, folded as messages are."""
+    return fold(phrase).text

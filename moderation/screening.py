@@ -1,0 +1,242 @@
+"""Screening: which worrying things a message says, where, and what to do before it is saved.
+
+Each category has a severity (1 low to 4 highest) and a default action: allow, flag (deliver and
+open a case), hold (deliver only to the author and the room's moderators until a moderator decides)
+or reject (not posted; the sender is told why). Phrases are matched on folded text
+(`moderation.normalize`) at word boundaries, so "Scunthorpe" is not a match for what it contains;
+words spelt out letter by letter are also searched inside. Patterns for contact details run on the
+original text.
+
+`screen_message` is the screener that messaging's pipeline calls (COMMONROOM_SCREENERS).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import ahocorasick  # type: ignore[import-not-found]  # a C extension without type information
+
+from messaging.services import Verdict
+from moderation.normalize import Folded, fold, fold_phrase
+
+
+class Action(enum.StrEnum):
+    ALLOW = "allow"
+    FLAG = "flag"
+    HOLD = "hold"
+    REJECT = "reject"
+
+
+ORDER = {Action.ALLOW: 0, Action.FLAG: 1, Action.HOLD: 2, Action.REJECT: 3}
+
+
+@dataclass(frozen=True)
+class Category:
+    key: str
+    label: str
+    severity: int
+    action: Action
+    phrases: tuple[str, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
+    reason: str = ""  # what the sender is told when a message is held or rejected for it
+    never_reject: bool = False  # a cry for help is delivered or held, never silently dropped
+
+
+PHONE = re.compile(r"(?<![\w+])(?:\+?\d[\s().-]{0,2}){9,14}\d(?!\w)")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+HANDLE = re.compile(r"(?<![\w@])@[A-Za-z0-9_.]{3,30}\b")
+POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}\b", re.IGNORECASE)
+STREET = re.compile(
+    r"\b\d{1,4}[a-z]? [A-Za-z][A-Za-z ]{1,30} (?:street|st|road|rd|avenue|ave|lane|ln|close|drive|way|crescent)\b",
+    re.IGNORECASE,
+)
+
+CATEGORIES: dict[str, Category] = {
+    category.key: category
+    for category in [
+        Category(
+            "off_platform",
+            "Moving the conversation off the platform, or keeping it secret",
+            severity=3,
+            action=Action.HOLD,
+            phrases=(
+                "snapchat", "snap me", "add me on snap", "whatsapp", "instagram", "insta", "tiktok", "telegram",
+                "discord", "kik", "wickr", "facebook", "messenger",
+                "add me", "dm me", "direct message me", "message me privately", "private message", "text me",
+                "call me", "ring me", "my number", "your number", "meet up", "meet me", "come over",
+                "dont tell anyone", "don't tell anyone", "do not tell anyone", "dont tell your parents",
+                "don't tell your mum", "don't tell your dad", "our secret", "our little secret", "keep it secret",
+                "keep this between us", "just between us", "delete this", "delete the messages", "delete your messages",
+            ),
+            patterns=(PHONE, EMAIL, HANDLE),
+            reason="Held for a teacher to check: keep conversations here, where everyone can see them.",
+        ),
+        Category(
+            "self_harm",
+            "Self-harm or suicide risk",
+            severity=4,
+            action=Action.FLAG,
+            phrases=(
+                "kill myself", "killing myself", "want to die", "wanna die", "end my life", "end it all",
+                "suicide", "suicidal", "self harm", "self-harm", "harm myself", "hurt myself", "cut myself",
+                "cutting myself", "no reason to live", "better off dead", "better off without me",
+                "take my own life", "dont want to be alive", "don't want to be alive", "overdose",
+            ),
+            reason="A member of staff will check in with you.",
+            never_reject=True,
+        ),
+        Category(
+            "bullying",
+            "Bullying or harassment",
+            severity=2,
+            action=Action.FLAG,
+            phrases=(
+                "kill yourself", "kys", "go die", "nobody likes you", "no one likes you", "everyone hates you",
+                "you are worthless", "you're worthless", "youre worthless", "you are pathetic", "loser",
+                "freak", "you are ugly", "you're ugly", "youre ugly", "shut up fatty", "fatso",
+            ),
+        ),
+        Category(
+            "sexual",
+            "Sexual content",
+            severity=3,
+            action=Action.HOLD,
+            phrases=("nudes", "send nudes", "send pics", "naked", "porn", "sexting", "sexy pics", "horny"),
+            reason="Held for a teacher to check.",
+        ),
+        Category(
+            "hate",
+            "Hate",
+            severity=3,
+            action=Action.HOLD,
+            phrases=("go back to your country", "go back to where you came from", "white power", "heil hitler"),
+            reason="Held for a teacher to check.",
+        ),
+        Category(
+            "personal_information",
+            "Sharing personal information",
+            severity=2,
+            action=Action.HOLD,
+            phrases=(
+                "my address is", "i live at", "my password is", "my pin is", "my passcode is", "my home address",
+            ),
+            patterns=(POSTCODE, STREET),
+            reason="Held for a teacher to check: keep addresses and passwords private.",
+        ),
+    ]
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Match:
+    category: str
+    start: int  # in the original text
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Result:
+    action: Action
+    severity: int
+    categories: tuple[str, ...]
+    matches: tuple[Match, ...]
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.action.value,
+            "severity": self.severity,
+            "categories": [
+                {"category": key, "severity": CATEGORIES[key].severity, "label": CATEGORIES[key].label}
+                for key in self.categories
+            ],
+            "matches": [match.__dict__ for match in self.matches],
+        }
+
+
+@dataclass
+class Screen:
+    """Compiled phrase lists: one automaton for words, one for words spelt out letter by letter."""
+
+    words: Any = field(default_factory=ahocorasick.Automaton)
+    squashed: Any = field(default_factory=ahocorasick.Automaton)
+
+    @classmethod
+    def build(cls, phrases: dict[str, tuple[str, ...]]) -> Screen:
+        screen = cls()
+        for key, listed in phrases.items():
+            for phrase in listed:
+                folded = fold_phrase(phrase)
+                if not folded:
+                    continue
+                screen.words.add_word(f" {folded} ", (key, len(folded) + 2))
+                screen.squashed.add_word(folded.replace(" ", ""), (key, len(folded.replace(" ", ""))))
+        for automaton in (screen.words, screen.squashed):
+            if len(automaton):
+                automaton.make_automaton()
+        return screen
+
+    def find(self, folded: Folded) -> list[tuple[str, int, int]]:
+        """(category, start, end) in the folded text."""
+        found: list[tuple[str, int, int]] = []
+        if len(self.words) and folded.text:
+            padded = f" {folded.text} "
+            for end, (key, length) in self.words.iter(padded):
+                # In the padded text the phrase spans end-length+1..end; its letters sit one further in,
+                # and the padding shifts everything by one.
+                found.append((key, end - length + 1, end - 1))
+        if len(self.squashed):
+            for start, stop in folded.spelt:
+                for end, (key, length) in self.squashed.iter(folded.text[start:stop]):
+                    found.append((key, start + end - length + 1, start + end + 1))
+        return found
+
+
+@cache
+def default_screen() -> Screen:
+    return Screen.build({key: category.phrases for key, category in CATEGORIES.items()})
+
+
+def screen_text(text: str, screen: Screen | None = None) -> Result:
+    """What screening finds in `text`, and the action its most serious category asks for."""
+    screen = screen or default_screen()
+    matches: list[Match] = []
+    folded = fold(text)
+    for key, start, end in screen.find(folded):
+        first, last = folded.span(start, end)
+        matches.append(Match(key, first, last, text[first:last]))
+    for key, category in CATEGORIES.items():
+        for pattern in category.patterns:
+            matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text))
+    if not matches:
+        return Result(Action.ALLOW, 0, (), ())
+    matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category))
+    keys = tuple(dict.fromkeys(m.category for m in matches))
+    worst = max(keys, key=lambda k: (ORDER[CATEGORIES[k].action], CATEGORIES[k].severity))
+    action = max((CATEGORIES[k].action for k in keys), key=ORDER.__getitem__)
+    if action == Action.REJECT and any(CATEGORIES[k].never_reject for k in keys):
+        action = Action.HOLD
+    return Result(
+        action=action,
+        severity=max(CATEGORIES[k].severity for k in keys),
+        categories=keys,
+        matches=tuple(matches),
+        reason=CATEGORIES[worst].reason,
+    )
+
+
+def screen_message(body: str, room: Any, author: Any) -> Verdict:
+    """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
+    result = screen_text(body)
+    if result.action == Action.ALLOW:
+        return Verdict()
+    return Verdict(
+        result.action.value,
+        result.reason,
+        {"categories": list(result.categories), "severity": result.severity, "matches": result.as_dict()["matches"]},
+    )

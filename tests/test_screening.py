@@ -1,0 +1,135 @@
+"""Screening finds what a message says through the usual disguises, and not what it merely contains."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from moderation.normalize import fold
+from moderation.screening import CATEGORIES, Action, screen_text
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("add me on snapchat", "off_platform"),
+        ("Add me on SNAPCHAT!!", "off_platform"),  # case
+        ("s n a p c h a t", "off_platform"),  # spelt out
+        ("s.n.a.p.c.h.a.t", "off_platform"),
+        ("sn\u200bapchat", "off_platform"),  # a zero-width space inside
+        ("\uff53\uff4e\uff41\uff50\uff43\uff48\uff41\uff54", "off_platform"),  # full-width letters
+        ("sn\u0430pch\u0430t", "off_platform"),  # a Cyrillic letter that looks like a
+        ("$napchat", "off_platform"),  # leetspeak
+        ("snaaaapchat", "off_platform"),  # repeated letters
+        ("DM me later", "off_platform"),
+        ("don\u2019t tell anyone", "off_platform"),  # a typographic apostrophe
+        ("dont tell anyone about this", "off_platform"),
+        ("delete this after you read it", "off_platform"),
+        ("ring me on 07700 900 123", "off_platform"),
+        ("+44 7700 900123", "off_platform"),
+        ("my email is amy.pond@example.co.uk", "off_platform"),
+        ("follow @real_amy_p", "off_platform"),
+        ("I want to kill myself", "self_harm"),
+        ("i want to k1ll mys3lf", "self_harm"),
+        ("\U0001d424\U0001d422\U0001d425\U0001d425 myself", "self_harm"),  # mathematical bold letters
+        ("k i l l  m y s e l f", "self_harm"),
+        ("I want to díe", "self_harm"),  # an accent
+        ("sometimes I think about suicide", "self_harm"),
+        ("just kys", "bullying"),
+        ("nobody likes you", "bullying"),
+        ("send nudes", "sexual"),
+        ("go back to your country", "hate"),
+        ("I live at 12 Acacia Road", "personal_information"),
+        ("my password is hunter2", "personal_information"),
+        ("my postcode is SW1A 1AA", "personal_information"),
+    ],
+)
+def test_what_screening_finds(text: str, category: str) -> None:
+    result = screen_text(text)
+    assert category in result.categories
+    assert result.action != Action.ALLOW
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Scunthorpe United won on Saturday",  # contains a flagged word, is not one
+        "The assassin in Macbeth",
+        "Is the homework page 12?",
+        "I killed it in the maths test",
+        "Snap! We picked the same answer",  # a word, not the app: "snap" alone is not listed
+        "Please add the method to your notes",
+        "The textbook says to meet the deadline",
+        "Shakespeare wrote 37 plays",
+        "Our class secretary is Sam",
+        "I could die of embarrassment",
+        "Section 4.2, questions 1 to 10",
+        "The year 2027 cohort",
+        "Email the teacher through the school office",
+        "Hi! I'm fine, thanks!!!",
+        "Café au lait in French class",
+    ],
+)
+def test_what_screening_leaves_alone(text: str) -> None:
+    result = screen_text(text)
+    assert result.action == Action.ALLOW, result.as_dict()
+
+
+def test_matches_point_at_what_was_written() -> None:
+    text = "ok, a d d  m e on $napchat!"
+    assert [(m.start, m.end, m.text) for m in screen_text(text).matches] == [
+        (4, 14, "a d d  m e"),
+        (18, 26, "$napchat"),
+    ]
+
+
+def test_the_most_serious_category_decides() -> None:
+    result = screen_text("dont tell anyone but I want to kill myself")
+    assert set(result.categories) == {"off_platform", "self_harm"}
+    assert result.severity == 4
+    assert result.action == Action.HOLD  # off-platform holds; self-harm alone would flag
+
+
+def test_a_cry_for_help_is_never_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setitem(CATEGORIES, "off_platform", replace(CATEGORIES["off_platform"], action=Action.REJECT))
+    assert screen_text("text me").action == Action.REJECT
+    assert screen_text("text me, I want to die").action == Action.HOLD
+
+
+def test_folding() -> None:
+    assert fold("Héééllo,  W0rld!!").text == "helo world"
+    folded = fold("x s n a p y")
+    assert folded.text == "xsnapy"  # five single letters read as one word
+    assert fold("I am a cat").text == "i am a cat"  # two single letters are just words
+
+
+def test_the_screen_command_prints_a_json_line_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", StringIO("Is the homework page 12?\nadd me on snap\n"))
+    out = StringIO()
+    call_command("screen", stdout=out)
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first == {"verdict": "allow", "severity": 0, "categories": [], "matches": []}
+    assert second["verdict"] == "hold"
+    assert second["categories"][0]["category"] == "off_platform"
+    assert {"category": "off_platform", "start": 0, "end": 6, "text": "add me"} in second["matches"]
+
+
+@pytest.mark.django_db
+def test_messaging_holds_what_screening_holds(school_a: Any, settings: Any) -> None:
+    from messaging import services
+    from messaging.models import Message
+    from tests.test_policy import class_room, open_room
+
+    settings.COMMONROOM_SCREENERS = ["moderation.screening.screen_message"]
+    room = open_room(class_room(school_a))
+    held = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="add me on snap")
+    fine = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="Page 12?")
+    assert held.message.state == Message.State.HELD
+    assert fine.message.state == Message.State.VISIBLE
