@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo serve test lint typecheck check bench screenshots clean
+.PHONY: install demo serve test lint typecheck check bench bench-screen screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Commonroom needs Python 3.11 (set PYTHON=...)" if sys.version_info[:2] != (3, 11) else 0)'
@@ -38,6 +38,9 @@ check: lint typecheck
 
 bench: install
 	$(PY) bench/import_bench.py $(BENCH_ARGS)
+
+bench-screen: install
+	$(PY) bench/screen_bench.py $(BENCH_ARGS)
 
 # The browser tests save the main pages at desktop and phone width (needs DATABASE_URL and REDIS_URL
 # pointing at PostgreSQL and Redis, and Chromium; see README).

@@ -21,7 +21,7 @@ from typing import Any
 import ahocorasick  # type: ignore[import-not-found]  # a C extension without type information
 
 from messaging.services import Verdict
-from moderation.normalize import Folded, fold, fold_phrase
+from moderation.normalize import fold, fold_phrase, quick_fold
 
 
 class Action(enum.StrEnum):
@@ -181,18 +181,18 @@ class Screen:
                 automaton.make_automaton()
         return screen
 
-    def find(self, folded: Folded) -> list[tuple[str, int, int]]:
-        """(category, start, end) in the folded text."""
+    def find(self, text: str, spelt: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int]]:
+        """(category, start, end) in folded text (see `moderation.normalize`)."""
         found: list[tuple[str, int, int]] = []
-        if len(self.words) and folded.text:
-            padded = f" {folded.text} "
+        if len(self.words) and text:
+            padded = f" {text} "
             for end, (key, length) in self.words.iter(padded):
                 # In the padded text the phrase spans end-length+1..end; its letters sit one further in,
                 # and the padding shifts everything by one.
                 found.append((key, end - length + 1, end - 1))
         if len(self.squashed):
-            for start, stop in folded.spelt:
-                for end, (key, length) in self.squashed.iter(folded.text[start:stop]):
+            for start, stop in spelt:
+                for end, (key, length) in self.squashed.iter(text[start:stop]):
                     found.append((key, start + end - length + 1, start + end + 1))
         return found
 
@@ -202,17 +202,48 @@ def default_screen() -> Screen:
     return Screen.build({key: category.phrases for key, category in CATEGORIES.items()})
 
 
-def screen_text(text: str, screen: Screen | None = None) -> Result:
-    """What screening finds in `text`, and the action its most serious category asks for."""
-    screen = screen or default_screen()
+# Contact details and addresses need a digit or an "@"; the patterns run only around those.
+TRIGGER = re.compile(r"[\d@]+")
+DIGITS = "0123456789"
+BEFORE, AFTER = 64, 96  # how far around a trigger a pattern's match can reach
+
+
+def _pattern_matches(text: str) -> list[Match]:
+    if "@" not in text and not any(digit in text for digit in DIGITS):
+        return []
+    windows: list[list[int]] = []
+    for trigger in TRIGGER.finditer(text):
+        start, end = max(0, trigger.start() - BEFORE), trigger.end() + AFTER
+        if windows and start <= windows[-1][1]:
+            windows[-1][1] = end
+        else:
+            windows.append([start, end])
     matches: list[Match] = []
-    folded = fold(text)
-    for key, start, end in screen.find(folded):
-        first, last = folded.span(start, end)
-        matches.append(Match(key, first, last, text[first:last]))
-    for key, category in CATEGORIES.items():
-        for pattern in category.patterns:
-            matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text))
+    for start, end in windows:
+        for key, category in CATEGORIES.items():
+            for pattern in category.patterns:
+                matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text, start, end))
+    return matches
+
+
+def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) -> Result:
+    """What screening finds in `text`, and the action its most serious category asks for.
+
+    With `spans`, each phrase found is located in the original text (a slower, letter-by-letter
+    fold, done only when something was found); without, a phrase match gives the folded phrase and
+    no position (start and end -1), which is all the send path needs.
+    """
+    screen = screen or default_screen()
+    matches = _pattern_matches(text)
+    folded_text, spelt = quick_fold(text)
+    found = screen.find(folded_text, spelt)
+    if found and spans:
+        folded = fold(text)
+        for key, start, end in screen.find(folded.text, folded.spelt) or found:
+            first, last = folded.span(start, end) if end <= len(folded.origin) else (0, len(text))
+            matches.append(Match(key, first, last, text[first:last]))
+    elif found:
+        matches.extend(Match(key, -1, -1, folded_text[start:end]) for key, start, end in found)
     if not matches:
         return Result(Action.ALLOW, 0, (), ())
     matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category))
@@ -232,7 +263,7 @@ def screen_text(text: str, screen: Screen | None = None) -> Result:
 
 def screen_message(body: str, room: Any, author: Any) -> Verdict:
     """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
-    result = screen_text(body)
+    result = screen_text(body, spans=False)
     if result.action == Action.ALLOW:
         return Verdict()
     return Verdict(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from moderation.normalize import fold
+from moderation.normalize import fold, quick_fold
 from moderation.screening import CATEGORIES, Action, screen_text
 
 
@@ -133,3 +133,28 @@ def test_messaging_holds_what_screening_holds(school_a: Any, settings: Any) -> N
     fine = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="Page 12?")
     assert held.message.state == Message.State.HELD
     assert fine.message.state == Message.State.VISIBLE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Héééllo,  W0rld!!",
+        "x s n a p y",
+        "I am a cat",
+        "a b c",
+        "",
+        "   ",
+        "ok, a d d  m e on $napchat!",
+        "\u00df stra\u00dfe",
+        "\u65e5\u672c\u8a9e text",
+        "\uff21 \uff22 \uff23 d",
+        "k\u200b1ll m y s e l f",
+        "h!m | h|m 4ll 0f th3m",
+        "sn\u0430pch\u0430t c\u0430f\u00e9 \U0001d424\U0001d422\U0001d425\U0001d425",
+        "Don\u2019t tell anyone!!! Seriously...",
+    ],
+)
+def test_the_quick_fold_agrees_with_the_careful_one(text: str) -> None:
+    """Screening decides on the quick fold and locates spans with the careful one: they must agree."""
+    folded = fold(text)
+    assert quick_fold(text) == (folded.text, folded.spelt)
