@@ -120,21 +120,8 @@ class ProvisioningAdmin(admin.ModelAdmin[Any]):
 @admin.register(School, site=admin_site)
 class SchoolAdmin(ProvisioningAdmin):
     list_display = ("name", "identifier", "time_zone", "final_grade", "alumni_keep_access", "active")
-    fields = (
-        "name",
-        "identifier",
-        "organisation",
-        "time_zone",
-        "final_grade",
-        "alumni_keep_access",
-        "class_rooms_start_open",
-        "quiet_hours_start",
-        "quiet_hours_end",
-        "edit_window_minutes",
-        "under_13_needs_consent",
-        "sign_in_message",
-        "active",
-    )
+    # The identity of the school, then the settings its admin changes (through change_school_settings).
+    fields = ("identifier", "organisation", *services.SCHOOL_SETTINGS, "active")
     readonly_fields = ("identifier", "organisation", "active")
     actions = ["close_school_year"]
 

@@ -141,24 +141,22 @@ def _version(value: str | None) -> int | None:
 @login_required
 def profile(request: HttpRequest) -> HttpResponse:
     user = _user(request)
-    with scopes_disabled():
-        classes = (
-            Enrollment.objects.filter(user=user, active=True)
-            .select_related("school_class")
-            .order_by("school_class__title")
-        )
-        cohorts = CohortMembership.objects.filter(user=user, end_date__isnull=True).select_related("cohort")
-        cohorts_staffed = CohortStaff.objects.filter(user=user, active=True).select_related("cohort")
-        roles = StaffRole.objects.filter(user=user)
-        acceptances = PolicyAcceptance.objects.filter(user=user).select_related("policy").order_by("-accepted")
-        context = {
-            "person": user,
-            "role_label": ROLE_LABELS.get(user.role, user.role),
-            "classes": [(e.school_class.title, e.get_role_display()) for e in classes],
-            "cohorts": [m.cohort.name for m in cohorts] + [f"{s.cohort.name} (staff)" for s in cohorts_staffed],
-            "roles": [r.get_role_display() for r in roles],
-            "acceptance": acceptances.first(),
-            "policy": services.policy_status(user),
-            "page": "profile",
-        }
+    # The request is scoped to the person's school (classes.middleware): these queries stay in it.
+    classes = (
+        Enrollment.objects.filter(user=user, active=True).select_related("school_class").order_by("school_class__title")
+    )
+    cohorts = CohortMembership.objects.filter(user=user, end_date__isnull=True).select_related("cohort")
+    cohorts_staffed = CohortStaff.objects.filter(user=user, active=True).select_related("cohort")
+    roles = StaffRole.objects.filter(user=user)
+    acceptances = PolicyAcceptance.objects.filter(user=user).select_related("policy").order_by("-accepted")
+    context = {
+        "person": user,
+        "role_label": ROLE_LABELS.get(user.role, user.role),
+        "classes": [(e.school_class.title, e.get_role_display()) for e in classes],
+        "cohorts": [m.cohort.name for m in cohorts] + [f"{s.cohort.name} (staff)" for s in cohorts_staffed],
+        "roles": [r.get_role_display() for r in roles],
+        "acceptance": acceptances.first(),
+        "policy": services.policy_status(user),
+        "page": "profile",
+    }
     return render(request, "frontend/profile.html", context)

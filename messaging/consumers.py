@@ -155,36 +155,24 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def on_delete(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.remove_message)(
-            user=self.user, message_id=frame.get("message"), reason=str(frame.get("reason") or "")
+            user=self.user, message_id=frame.get("message"), reason=frame.get("reason")
         )
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         page = await database_sync_to_async(services.sync)(
             user=self.user, room_id=frame.get("room"), after=frame.get("after")
         )
-        await self._send(
-            {
-                "type": "history",
-                "room": page.room,
-                "after": frame["after"],
-                "messages": page.messages,
-                "more": page.more,
-            }
-        )
+        await self._send_page(page, after=frame["after"])
 
     async def on_history(self, frame: dict[str, Any]) -> None:
         page = await database_sync_to_async(services.history)(
             user=self.user, room_id=frame.get("room"), before=frame.get("before")
         )
-        await self._send(
-            {
-                "type": "history",
-                "room": page.room,
-                "before": frame["before"],
-                "messages": page.messages,
-                "more": page.more,
-            }
-        )
+        await self._send_page(page, before=frame["before"])
+
+    async def _send_page(self, page: services.Page, **asked: int) -> None:
+        """A `history` frame, saying which position it answers (`after` for sync, `before` for history)."""
+        await self._send({"type": "history", "room": page.room, **asked, "messages": page.messages, "more": page.more})
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.mark_read)(

@@ -131,14 +131,21 @@ def is_safeguarding_lead(user: Any) -> bool:
         return StaffRole.Role.SAFEGUARDING_LEAD in _roles(user)
 
 
+def as_id(value: Any) -> int | None:
+    """An id as a frame or a URL gives it (a number, or digits in a string), or None if it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        return None
+
+
 def room_for(user: Any, room_id: Any, now: datetime | None = None) -> Room:
     """The room `room_id`, if `user` may read it; RoomNotFound otherwise (and for ids that are not ids)."""
-    if isinstance(room_id, bool) or not isinstance(room_id, int | str):
+    pk = as_id(room_id)
+    if pk is None:
         raise RoomNotFound
-    try:
-        pk = int(room_id)
-    except (TypeError, ValueError, OverflowError):
-        raise RoomNotFound from None
     with scopes_disabled():
         room = readable_rooms(user, now).filter(pk=pk).select_related("school", "school_class", "cohort").first()
     if room is None:
@@ -301,6 +308,7 @@ __all__ = [
     "RoomNotFound",
     "RoomState",
     "State",
+    "as_id",
     "is_moderator_of",
     "members",
     "personal_refusal",

@@ -172,6 +172,24 @@ def check_client_id(client_id: Any) -> uuid.UUID:
         raise MessagingError("invalid_client_id", "client_id must be a UUID.") from None
 
 
+REASON_MAX = 500
+
+
+def _reason(reason: Any, detail: str) -> str:
+    """A reason a person must give: text of 1 to REASON_MAX characters; `detail` says what is asked."""
+    text = "" if reason is None else str(reason).strip()
+    if not text or len(text) > REASON_MAX:
+        raise MessagingError("reason_required", detail)
+    return text
+
+
+def _optional_reason(reason: Any) -> str:
+    text = "" if reason is None else str(reason).strip()
+    if len(text) > REASON_MAX:
+        raise MessagingError("reason_too_long", f"A reason can be at most {REASON_MAX} characters long.")
+    return text
+
+
 @dataclass(frozen=True)
 class Sent:
     message: Message
@@ -233,12 +251,9 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
 
 
 def _message(user: User, message_id: Any, now: datetime) -> tuple[Message, Room]:
-    if isinstance(message_id, bool) or not isinstance(message_id, int | str):
+    pk = policy.as_id(message_id)
+    if pk is None:
         raise MessageNotFound
-    try:
-        pk = int(message_id)
-    except (TypeError, ValueError, OverflowError):
-        raise MessageNotFound from None
     with scopes_disabled():
         message = Message.objects.select_related("author", "room").filter(pk=pk).first()
     if message is None:
@@ -290,7 +305,7 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
     return message
 
 
-def remove_message(*, user: User, message_id: Any, reason: str = "", now: datetime | None = None) -> Message:
+def remove_message(*, user: User, message_id: Any, reason: Any = None, now: datetime | None = None) -> Message:
     """An author deletes their own recent message, or a moderator of the room removes any, with a reason.
 
     The text leaves the room, never the audit log.
@@ -305,11 +320,10 @@ def remove_message(*, user: User, message_id: Any, reason: str = "", now: dateti
             raise MessagingError("edit_window_over", "Messages can only be deleted for a short while after sending.")
         raise MessagingError("not_allowed", "You can only delete your own recent messages.")
     was_held = message.state == Message.State.HELD
-    if not own and not str(reason).strip():
-        raise MessagingError("reason_required", "Give a reason when you remove someone's message.")
+    text = "" if own else _reason(reason, "Give a reason (up to 500 characters) when you remove someone's message.")
     with transaction.atomic(), scopes_disabled():
         message.state, message.removed_by = Message.State.REMOVED, user
-        message.removed_reason = "Deleted by its author" if own else str(reason)[:500]
+        message.removed_reason = "Deleted by its author" if own else text
         message.save(update_fields=["state", "removed_by", "removed_reason"])
         record(
             "message.deleted" if own else "message.removed",
@@ -583,23 +597,12 @@ def set_room_open(*, user: User, room_id: Any, opened: bool, now: datetime | Non
 def lock_room(*, user: User, room_id: Any, reason: Any, now: datetime | None = None) -> Room:
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
-    text = str(reason or "").strip()
-    if not text or len(text) > 500:
-        raise MessagingError(
-            "reason_required", "Give a reason (up to 500 characters) that everyone in the room will see."
-        )
+    text = _reason(reason, "Give a reason (up to 500 characters) that everyone in the room will see.")
     with transaction.atomic(), scopes_disabled():
         room.locked_reason, room.locked_by = text, user
         room.save(update_fields=["locked_reason", "locked_by"])
         _room_changed(room, "room.locked", user, {"room": room.pk, "reason": text})
     return room
-
-
-def _optional_reason(reason: Any) -> str:
-    text = "" if reason is None else str(reason).strip()
-    if len(text) > 500:
-        raise MessagingError("reason_too_long", "A reason can be at most 500 characters long.")
-    return text
 
 
 def unlock_room(*, user: User, room_id: Any, reason: Any = None, now: datetime | None = None) -> Room:
@@ -617,9 +620,7 @@ def mute(*, user: User, room_id: Any, student_id: Any, reason: Any, now: datetim
     """A teacher mutes a student of the room, with a reason the student is shown."""
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
-    text = str(reason or "").strip()
-    if not text or len(text) > 500:
-        raise MessagingError("reason_required", "Give the student a reason (up to 500 characters).")
+    text = _reason(reason, "Give the student a reason (up to 500 characters).")
     student = _student_of(room, student_id, now)
     with transaction.atomic(), scopes_disabled():
         existing = Mute.objects.filter(room=room, user=student, ended__isnull=True).first()
@@ -658,14 +659,9 @@ def unmute(*, user: User, room_id: Any, student_id: Any, reason: Any = None, now
 
 
 def _student_of(room: Room, student_id: Any, now: datetime) -> User:
-    try:
-        if isinstance(student_id, bool) or not isinstance(student_id, int | str):
-            raise TypeError
-        pk = int(student_id)
-    except (TypeError, ValueError, OverflowError):
-        raise MessagingError("student_not_found", "There is no such student in this room.") from None
+    pk = policy.as_id(student_id)
     everyone, adults = policy.members(room, now)
-    if pk not in everyone or pk in adults:
+    if pk is None or pk not in everyone or pk in adults:
         raise MessagingError("student_not_found", "There is no such student in this room.")
     with scopes_disabled():
         return User.objects.get(pk=pk)

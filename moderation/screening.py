@@ -238,9 +238,9 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
     folded_text, spelt = quick_fold(text)
     found = screen.find(folded_text, spelt)
     if found and spans:
-        folded = fold(text)
-        for key, start, end in screen.find(folded.text, folded.spelt) or found:
-            first, last = folded.span(start, end) if end <= len(folded.origin) else (0, len(text))
+        folded = fold(text)  # gives the same text as quick_fold, with where each letter came from
+        for key, start, end in screen.find(folded.text, folded.spelt):
+            first, last = folded.span(start, end)
             matches.append(Match(key, first, last, text[first:last]))
     elif found:
         matches.extend(Match(key, -1, -1, folded_text[start:end]) for key, start, end in found)

@@ -116,10 +116,13 @@ def _person(school: School, username: str, role: str) -> User:
     return user
 
 
-def make_school(name: str, prefix: str, *, rooms: bool = True) -> SchoolPeople:
-    """A school with one of each persona; with `rooms`, its rooms too (which start its audit chain)."""
+def make_school(name: str, prefix: str, *, rooms: bool = True, open_class_rooms: bool = False) -> SchoolPeople:
+    """A school with one of each persona; with `rooms`, its rooms too (which start its audit chain);
+    with `open_class_rooms`, class rooms open for chat without a teacher opening them."""
     with scopes_disabled():
-        school = School.objects.create(name=name, sourced_id=f"{prefix}-school", time_zone="Europe/London")
+        school = School.objects.create(
+            name=name, sourced_id=f"{prefix}-school", time_zone="Europe/London", class_rooms_start_open=open_class_rooms
+        )
         year = AcademicSession.objects.create(
             school=school,
             sourced_id=f"{prefix}-year",

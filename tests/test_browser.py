@@ -148,10 +148,7 @@ def proxy(servers: list[int]) -> Iterator[Proxy]:
 
 @pytest.fixture
 def people() -> SchoolPeople:
-    people = make_school("Browser School", "w")
-    people.school.class_rooms_start_open = True
-    people.school.save()
-    return people
+    return make_school("Browser School", "w", open_class_rooms=True)
 
 
 @pytest.fixture

@@ -116,10 +116,7 @@ async def frames_until(ws: ClientConnection, kind: str, timeout: float = 10) -> 
 
 @pytest.fixture
 def people() -> SchoolPeople:
-    people = make_school("E2E School", "e")
-    people.school.class_rooms_start_open = True
-    people.school.save()
-    return people
+    return make_school("E2E School", "e", open_class_rooms=True)
 
 
 def test_a_message_crosses_from_one_server_to_the_other(servers: list[int], people: SchoolPeople) -> None:

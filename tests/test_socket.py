@@ -34,10 +34,7 @@ async def close_thread_connections() -> AsyncIterator[None]:
 
 @pytest.fixture
 def people() -> SchoolPeople:
-    school = make_school("Socket School", "s")
-    school.school.class_rooms_start_open = True
-    school.school.save()
-    return school
+    return make_school("Socket School", "s", open_class_rooms=True)
 
 
 @pytest.fixture
