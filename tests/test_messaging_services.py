@@ -500,3 +500,12 @@ def test_the_room_list_costs_a_bounded_number_of_queries_per_room(school_a: Scho
     rooms_after, queries_after = cost()
     assert rooms_after == rooms_before + 4
     assert (queries_after - queries_before) / 4 <= 10
+
+
+def test_a_removal_reason_too_long_is_refused_not_cut(school_a: SchoolPeople, room: Room) -> None:
+    sent = send(school_a)
+    with pytest.raises(MessagingError) as refused:
+        services.remove_message(user=school_a.teacher, message_id=sent.message.pk, reason="x" * 501)
+    assert refused.value.code == "reason_required"
+    removed = services.remove_message(user=school_a.teacher, message_id=sent.message.pk, reason="x" * 500)
+    assert removed.removed_reason == "x" * 500
