@@ -134,6 +134,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     parental_consent_on = models.DateField(
         null=True, blank=True, help_text="When a parent's consent to posting was recorded (for students under 13)."
     )
+    suspended = models.BooleanField(
+        default=False,
+        help_text="Suspended from a moderation case: cannot sign in, whatever the roster says.",
+    )
     is_staff = models.BooleanField(default=False, help_text="May sign in to the platform admin.")
     date_joined = models.DateTimeField(default=timezone.now)
 
@@ -151,7 +155,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     @property
     def is_active(self) -> bool:  # type: ignore[override]  # Django reads this attribute for sign-in
-        return self.enabled
+        return self.enabled and not self.suspended
 
     @property
     def full_name(self) -> str:

@@ -5,6 +5,7 @@ a socket from a foreign page is refused before anything reads its session.
 """
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -16,10 +17,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from commonroom.routing import websocket_urlpatterns  # noqa: E402
+from moderation import clock  # noqa: E402
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The router, with the case clock started in the server's event loop on its first connection."""
+    clock.ensure_started()
+    await router(scope, receive, send)

@@ -96,6 +96,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "frontend.context.navigation",
             ],
         },
     },
@@ -166,7 +167,22 @@ STORAGES = {
 
 # Screeners that messaging asks about every message before it is saved (dotted paths of callables
 # taking the body, the room and the author, answering a messaging.services.Verdict).
-COMMONROOM_SCREENERS: list[str] = ["moderation.screening.screen_message"]
+COMMONROOM_SCREENERS: list[str] = ["moderation.rules.screen_message"]
+
+# How often (seconds) each daphne process runs the case clock (`escalate_overdue`); 0 turns it off,
+# for deployments that run `manage.py escalate_overdue` from cron instead.
+COMMONROOM_CASE_CLOCK_SECONDS = env_int("COMMONROOM_CASE_CLOCK_SECONDS", 60, minimum=0)
+# The address people reach Commonroom at, for links in emails.
+COMMONROOM_BASE_URL = (env_str("COMMONROOM_BASE_URL") or "http://localhost:8000").rstrip("/")
+
+# Email for escalations: the console by default; an SMTP server in a real deployment.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "commonroom@localhost"
 
 # The largest roster bundle the admin accepts as an upload (larger ones: the command line).
 ROSTER_UPLOAD_MAX_MB = env_int("ROSTER_UPLOAD_MAX_MB", 200, minimum=1)

@@ -14,4 +14,6 @@ urlpatterns = [
     path("rooms/<int:room_id>/", views.room, name="room"),
     path("policy/", views.policy, name="policy"),
     path("profile/", views.profile, name="profile"),
+    path("cases/", views.case_queue, name="cases"),
+    path("cases/<int:case_id>/", views.case, name="case"),
 ]

@@ -9,11 +9,15 @@ exist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import groupby
 from typing import Any, cast
 
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -23,11 +27,37 @@ from django_scopes import scopes_disabled
 from classes.models import CohortMembership, CohortStaff, Enrollment, School, StaffRole, User
 from messaging import services
 from messaging.models import Message, PolicyAcceptance
+from moderation import access as case_access
+from moderation import casefile, cases
 
 POLICY_LATER = "policy_later"  # session key: the person chose to read without accepting, for this session
 
 KINDS = {"class": "Class rooms", "cohort": "Year group rooms"}
 ROLE_LABELS = dict(User.Role.choices)
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form; a suspended person who gives their right password is told why they cannot
+    sign in (with the reason, where the school allows it), instead of a puzzling refusal."""
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except ValidationError:
+            notice = self._suspension()
+            if notice is not None:
+                raise ValidationError(notice, code="suspended") from None
+            raise
+
+    def _suspension(self) -> str | None:
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not username or not password:
+            return None
+        person = User.objects.filter(username=username, suspended=True).first()
+        if person is None or not person.check_password(password):
+            return None
+        reason = cases.suspension_notice(person)
+        return f"Your account is suspended{f': {reason}' if reason else '.'} Speak to your school."
 
 
 class SignInView(auth_views.LoginView):
@@ -39,6 +69,7 @@ class SignInView(auth_views.LoginView):
 
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
+    authentication_form = SignInForm
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
@@ -160,3 +191,66 @@ def profile(request: HttpRequest) -> HttpResponse:
         "page": "profile",
     }
     return render(request, "frontend/profile.html", context)
+
+
+# -- cases ------------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def case_queue(request: HttpRequest) -> HttpResponse:
+    """The moderator queue: the person's unresolved cases by severity and age (kept live by the client)."""
+    user = _user(request)
+    if not case_access.sees_cases(user):
+        raise Http404("There is no such page.")
+    return render(request, "frontend/cases.html", {**casefile.queue(user), "page": "cases"})
+
+
+CaseStep = Callable[[User, int, Any], object]  # the person, the case id, the POST data
+CASE_STEPS: dict[str, CaseStep] = {
+    "acknowledge": lambda user, case_id, post: cases.acknowledge(user=user, case_id=case_id),
+    "assign": lambda user, case_id, post: cases.assign(user=user, case_id=case_id, assignee_id=post.get("assignee")),
+    "escalate": lambda user, case_id, post: cases.escalate(user=user, case_id=case_id, reason=post.get("reason")),
+    "resolve": lambda user, case_id, post: cases.resolve(
+        user=user, case_id=case_id, outcome=post.get("outcome"), note=post.get("note")
+    ),
+    "note": lambda user, case_id, post: cases.add_note(user=user, case_id=case_id, text=post.get("text")),
+    "act": lambda user, case_id, post: cases.take_action(
+        user=user, case_id=case_id, action=post.get("action"), reason=post.get("reason")
+    ),
+}
+DONE = {
+    "acknowledge": "You have acknowledged the case.",
+    "assign": "The case is assigned.",
+    "escalate": "The case is escalated.",
+    "resolve": "The case is resolved.",
+    "note": "Your note is added.",
+    "act": "Done.",
+}
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def case(request: HttpRequest, case_id: int) -> HttpResponse:
+    """A case: the message in context (with its edited and removed versions), reports, notes, history,
+    and what can be done; each POST is one step, then back to the page."""
+    user = _user(request)
+    if request.method == "POST":
+        step = CASE_STEPS.get(request.POST.get("step", ""))
+        if step is None:
+            messages.error(request, "That is not something you can do to a case.")
+        else:
+            try:
+                step(user, case_id, request.POST)
+            except cases.CaseNotFound:
+                raise Http404("There is no such case.") from None
+            except services.MessagingError as exc:
+                messages.error(request, exc.detail)
+            else:
+                messages.success(request, DONE[request.POST["step"]])
+        return redirect("case", case_id=case_id)
+    try:
+        context = casefile.open_case(user, case_id)
+    except cases.CaseNotFound:
+        raise Http404("There is no such case.") from None
+    return render(request, "frontend/case.html", {**context, "page": "case"})

@@ -226,6 +226,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return  # a held message, a mute: for one person and the room's moderators only
         await self.send(text_data=event["text"])
 
+    async def user_frame(self, event: dict[str, Any]) -> None:
+        """A frame for this person from a layer above messaging (a staff `alert`, a case update)."""
+        await self.send(text_data=event["text"])
+
     async def rooms_changed(self, event: dict[str, Any]) -> None:
         await self._refresh_rooms()
 

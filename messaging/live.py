@@ -37,13 +37,24 @@ def tell_user(user_id: int, kind: str) -> None:
 
 def tell_users(user_ids: list[int], kind: str) -> None:
     """The same for many people at once (an import can touch tens of thousands): one trip to the event loop."""
+    _to_users(user_ids, {"type": kind})
+
+
+def send_frame(user_ids: list[int], frame: dict[str, Any]) -> None:
+    """Send a protocol frame (such as a staff `alert`) to every open socket of these people; serialized once.
+
+    The layers above messaging/ deliver through this, so that messaging never imports them."""
+    _to_users(user_ids, {"type": "user.frame", "text": json.dumps(frame, separators=(",", ":"))})
+
+
+def _to_users(user_ids: list[int], payload: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None or not user_ids:
         return
 
     async def send_all() -> None:
         for user_id in user_ids:
-            await layer.group_send(user_group(user_id), {"type": kind})
+            await layer.group_send(user_group(user_id), payload)
 
     async_to_sync(send_all)()
 

@@ -282,9 +282,10 @@ def _student_refusal(user: User, room: Room, now: datetime) -> Refusal | None:
 
 
 def is_moderator_of(user: User, room: Room) -> bool:
-    """May `user` moderate `room` (remove messages, mute, lock): its teachers, and moderators who can read it."""
+    """May `user` moderate `room` (remove messages, mute, lock): its teachers, the moderators who can read
+    it, and the safeguarding lead."""
     with scopes_disabled():
-        if user.school_id != room.school_id:
+        if user.school_id != room.school_id or not user.is_active:
             return False
         if (
             room.school_class_id is not None
@@ -298,7 +299,10 @@ def is_moderator_of(user: User, room: Room) -> bool:
             and CohortStaff.objects.filter(cohort_id=room.cohort_id, user_id=user.pk, active=True).exists()
         ):
             return True
-        if StaffRole.Role.MODERATOR in _roles(user):
+        roles = _roles(user)
+        if StaffRole.Role.SAFEGUARDING_LEAD in roles:
+            return True
+        if StaffRole.Role.MODERATOR in roles:
             return readable_rooms(user).filter(pk=room.pk).exists()
     return False
 

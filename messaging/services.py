@@ -25,7 +25,7 @@ from audit.services import record
 from classes.models import User
 from messaging import policy
 from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
-from messaging.signals import message_reported
+from messaging.signals import message_reported, message_screened
 
 PAGE = 50
 
@@ -91,6 +91,12 @@ def _may_say(user: User, room: Room, text: str, now: datetime) -> Verdict:
     if verdict.action == "reject":
         raise MessagingError("rejected", verdict.reason or "This message cannot be posted.")
     return verdict
+
+
+def _screened(message: Message, room: Room, verdict: Verdict) -> None:
+    """Tell the layers above (inside the transaction) that screening flagged or held a message."""
+    if verdict.action in ("flag", "hold"):
+        message_screened.send(sender=Message, message=message, room=room, verdict=verdict)
 
 
 # -- live events --------------------------------------------------------------------
@@ -240,6 +246,7 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
                 },
             )
             publish(room, {"type": "message", "message": serialize(message)})
+            _screened(message, room, verdict)  # after the message's own event: staff hear of it first
     except IntegrityError:
         # The same client id arrived twice at once (two sockets, two processes): the first one won.
         with scopes_disabled():
@@ -302,6 +309,7 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
             },
         )
         publish(room, {"type": "message_edited", "message": serialize(message)})
+        _screened(message, room, verdict)
     return message
 
 
@@ -335,6 +343,54 @@ def remove_message(*, user: User, message_id: Any, reason: Any = None, now: date
         )
         event = {"type": "message_removed", "message": serialize(message)}
         publish(room, {**event, "private_to": message.author_id} if was_held else event)
+    return message
+
+
+def approve_message(*, user: User, message_id: Any, now: datetime | None = None) -> Message:
+    """A moderator of the room lets a held message through: the whole room sees it from now on."""
+    now = now or timezone.now()
+    message, room = _message(user, message_id, now)
+    if not policy.is_moderator_of(user, room):
+        raise MessagingError("not_allowed", "Only the room's teachers and moderators can do that.")
+    if message.state != Message.State.HELD:
+        raise MessagingError("not_held", "This message is not waiting for review.")
+    with transaction.atomic(), scopes_disabled():
+        message.state = Message.State.VISIBLE
+        message.save(update_fields=["state"])
+        record(
+            "message.approved",
+            school_id=room.school_id,
+            actor=user,
+            target=message,
+            target_label=f"room {room.pk} #{message.seq}",
+            payload={"room": room.pk, "seq": message.seq},
+        )
+        publish(room, {"type": "message", "message": serialize(message)})
+    return message
+
+
+def restore_message(*, user: User, message_id: Any, reason: Any = None, now: datetime | None = None) -> Message:
+    """A moderator of the room undoes a removal by staff: the message shows again (an author's own
+    deletion stays theirs)."""
+    now = now or timezone.now()
+    message, room = _message(user, message_id, now)
+    if not policy.is_moderator_of(user, room):
+        raise MessagingError("not_allowed", "Only the room's teachers and moderators can do that.")
+    if message.state != Message.State.REMOVED or message.removed_by_id == message.author_id:
+        raise MessagingError("not_removed", "Only a message removed by staff can be restored.")
+    text = _optional_reason(reason)
+    with transaction.atomic(), scopes_disabled():
+        message.state, message.removed_by, message.removed_reason = Message.State.VISIBLE, None, ""
+        message.save(update_fields=["state", "removed_by", "removed_reason"])
+        record(
+            "message.restored",
+            school_id=room.school_id,
+            actor=user,
+            target=message,
+            target_label=f"room {room.pk} #{message.seq}",
+            payload={"room": room.pk, "seq": message.seq, "reason": text},
+        )
+        publish(room, {"type": "message", "message": serialize(message)})
     return message
 
 

@@ -7,7 +7,8 @@ or reject (not posted; the sender is told why). Phrases are matched on folded te
 words spelt out letter by letter are also searched inside. Patterns for contact details run on the
 original text.
 
-`screen_message` is the screener that messaging's pipeline calls (COMMONROOM_SCREENERS).
+This module knows no database: `moderation.rules` builds each school's screen from its rules and
+provides the screener that messaging's pipeline calls (COMMONROOM_SCREENERS).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 import ahocorasick  # type: ignore[import-not-found]  # a C extension without type information
 
-from messaging.services import Verdict
 from moderation.normalize import fold, fold_phrase, quick_fold
 
 
@@ -143,17 +143,18 @@ class Match:
 class Result:
     action: Action
     severity: int
-    categories: tuple[str, ...]
+    categories: tuple[str, ...]  # the keys of the categories found, in the order they were found
     matches: tuple[Match, ...]
     reason: str = ""
+    found: tuple[Category, ...] = ()  # those categories, as the screen that found them defines them
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.action.value,
             "severity": self.severity,
             "categories": [
-                {"category": key, "severity": CATEGORIES[key].severity, "label": CATEGORIES[key].label}
-                for key in self.categories
+                {"category": category.key, "severity": category.severity, "label": category.label}
+                for category in self.found
             ],
             "matches": [match.__dict__ for match in self.matches],
         }
@@ -161,16 +162,18 @@ class Result:
 
 @dataclass
 class Screen:
-    """Compiled phrase lists: one automaton for words, one for words spelt out letter by letter."""
+    """A set of categories (the built-in ones, or a school's version of them) and their compiled phrase
+    lists: one automaton for words, one for words spelt out letter by letter."""
 
+    categories: dict[str, Category] = field(default_factory=dict)
     words: Any = field(default_factory=ahocorasick.Automaton)
     squashed: Any = field(default_factory=ahocorasick.Automaton)
 
     @classmethod
-    def build(cls, phrases: dict[str, tuple[str, ...]]) -> Screen:
-        screen = cls()
-        for key, listed in phrases.items():
-            for phrase in listed:
+    def build(cls, categories: dict[str, Category]) -> Screen:
+        screen = cls(categories=categories)
+        for key, category in categories.items():
+            for phrase in category.phrases:
                 folded = fold_phrase(phrase)
                 if not folded:
                     continue
@@ -199,7 +202,7 @@ class Screen:
 
 @cache
 def default_screen() -> Screen:
-    return Screen.build({key: category.phrases for key, category in CATEGORIES.items()})
+    return Screen.build(CATEGORIES)
 
 
 # Contact details and addresses need a digit or an "@"; the patterns run only around those.
@@ -208,7 +211,7 @@ DIGITS = "0123456789"
 BEFORE, AFTER = 64, 96  # how far around a trigger a pattern's match can reach
 
 
-def _pattern_matches(text: str) -> list[Match]:
+def _pattern_matches(text: str, categories: dict[str, Category]) -> list[Match]:
     if "@" not in text and not any(digit in text for digit in DIGITS):
         return []
     windows: list[list[int]] = []
@@ -220,7 +223,7 @@ def _pattern_matches(text: str) -> list[Match]:
             windows.append([start, end])
     matches: list[Match] = []
     for start, end in windows:
-        for key, category in CATEGORIES.items():
+        for key, category in categories.items():
             for pattern in category.patterns:
                 matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text, start, end))
     return matches
@@ -234,7 +237,8 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
     no position (start and end -1), which is all the send path needs.
     """
     screen = screen or default_screen()
-    matches = _pattern_matches(text)
+    categories = screen.categories
+    matches = _pattern_matches(text, categories)
     folded_text, spelt = quick_fold(text)
     found = screen.find(folded_text, spelt)
     if found and spans:
@@ -247,27 +251,16 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
     if not matches:
         return Result(Action.ALLOW, 0, (), ())
     matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category))
-    keys = tuple(dict.fromkeys(m.category for m in matches))
-    worst = max(keys, key=lambda k: (ORDER[CATEGORIES[k].action], CATEGORIES[k].severity))
-    action = max((CATEGORIES[k].action for k in keys), key=ORDER.__getitem__)
-    if action == Action.REJECT and any(CATEGORIES[k].never_reject for k in keys):
+    found_in = tuple(categories[key] for key in dict.fromkeys(m.category for m in matches))
+    worst = max(found_in, key=lambda c: (ORDER[c.action], c.severity))
+    action = max((c.action for c in found_in), key=ORDER.__getitem__)
+    if action == Action.REJECT and any(c.never_reject for c in found_in):
         action = Action.HOLD
     return Result(
         action=action,
-        severity=max(CATEGORIES[k].severity for k in keys),
-        categories=keys,
+        severity=max(c.severity for c in found_in),
+        categories=tuple(c.key for c in found_in),
         matches=tuple(matches),
-        reason=CATEGORIES[worst].reason,
-    )
-
-
-def screen_message(body: str, room: Any, author: Any) -> Verdict:
-    """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
-    result = screen_text(body, spans=False)
-    if result.action == Action.ALLOW:
-        return Verdict()
-    return Verdict(
-        result.action.value,
-        result.reason,
-        {"categories": list(result.categories), "severity": result.severity, "matches": result.as_dict()["matches"]},
+        found=found_in,
+        reason=worst.reason,
     )

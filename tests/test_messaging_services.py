@@ -290,10 +290,10 @@ class TestTeacherControls:
 
     @pytest.mark.parametrize(
         ("who", "code"),
-        [("student", "not_allowed"), ("aide", "not_allowed"), ("safeguarding_lead", "not_allowed"),
+        [("student", "not_allowed"), ("aide", "not_allowed"),
          ("other_teacher", "room_not_found"), ("admin", "room_not_found")],
     )  # fmt: skip
-    def test_only_the_rooms_teachers_and_moderators_control_it(
+    def test_only_the_rooms_teachers_moderators_and_safeguarding_lead_control_it(
         self, school_a: SchoolPeople, who: str, code: str
     ) -> None:
         room = class_room(school_a)
@@ -303,6 +303,14 @@ class TestTeacherControls:
         with scopes_disabled():
             room.refresh_from_db()
         assert room.locked_reason == ""
+
+    @pytest.mark.parametrize("who", ["teacher", "moderator", "safeguarding_lead"])
+    def test_the_rooms_staff_with_moderation_can_lock_it(self, school_a: SchoolPeople, who: str) -> None:
+        room = class_room(school_a)
+        services.lock_room(user=getattr(school_a, who), room_id=room.pk, reason="Under review", now=NOON)
+        with scopes_disabled():
+            room.refresh_from_db()
+        assert room.locked_reason == "Under review"
 
     def test_locking_shows_the_reason_and_unlocking_clears_it(self, school_a: SchoolPeople, room: Room) -> None:
         services.lock_room(user=school_a.teacher, room_id=room.pk, reason="Exam in progress", now=NOON)

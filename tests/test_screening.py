@@ -127,7 +127,7 @@ def test_messaging_holds_what_screening_holds(school_a: Any, settings: Any) -> N
     from messaging.models import Message
     from tests.test_policy import class_room, open_room
 
-    settings.COMMONROOM_SCREENERS = ["moderation.screening.screen_message"]
+    settings.COMMONROOM_SCREENERS = ["moderation.rules.screen_message"]
     room = open_room(class_room(school_a))
     held = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="add me on snap")
     fine = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="Page 12?")

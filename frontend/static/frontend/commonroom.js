@@ -150,6 +150,10 @@ function handle(frame) {
     case "room_removed":
       rooms.delete(frame.room);
       return refreshRooms();
+    case "alert":
+      return onAlert(frame.case);
+    case "case_updated":
+      return onCaseUpdated(frame.case);
     case "reported":
       return notify("Thank you. Your report has gone to the staff responsible for this room.");
     case "error":
@@ -164,6 +168,7 @@ function onReady(frame) {
   rooms.clear();
   for (const room of frame.rooms) rooms.set(room.id, room);
   refreshRooms();
+  if (page === "cases") refreshQueue(); // changes made while the socket was down
   if (roomId === null || !rooms.has(roomId)) return;
   view.older = false; // an answer lost with the old socket must not block paging for good
   if (!view.loaded) {
@@ -652,6 +657,52 @@ async function roomAction(event) {
   if (reason !== undefined) frame.reason = reason;
   if (person !== null) frame.user = person;
   transmit(frame);
+}
+
+// -- cases (staff) -------------------------------------------------------------------------------
+
+// A case reached the person's level: say so on whatever page they are on (at most three at a time).
+function onAlert(item) {
+  const region = $("alerts");
+  if (region) {
+    const line = document.createElement("p");
+    line.className = "alert-line";
+    line.append(
+      `Case ${item.id} needs you (${item.level_name}): ${item.categories.join(", ")} in ${item.room_name}, ` +
+        `severity ${item.severity}. `,
+    );
+    const link = document.createElement("a");
+    link.href = item.url;
+    link.textContent = "Open the case";
+    line.append(link);
+    region.append(line);
+    while (region.children.length > 3) region.firstElementChild.remove();
+  }
+  onCaseUpdated(item);
+}
+
+function onCaseUpdated(item) {
+  if (page === "cases") refreshQueue();
+  else if (page === "case" && Number(main.dataset.case) === item.id) {
+    // Reopening the case is recorded in the audit log, so the page does not reload itself.
+    const notice = $("case-changed");
+    if (notice) notice.hidden = false;
+  }
+}
+
+// The queue is rendered on the server; a change fetches the page again and swaps the table in.
+function refreshQueue() {
+  clearTimeout(view.timers.queue);
+  view.timers.queue = setTimeout(async () => {
+    try {
+      const answer = await fetch(location.pathname, { cache: "no-store", redirect: "manual" });
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html").getElementById("live");
+      if (fresh) $("live").replaceWith(fresh);
+    } catch {
+      // offline: the next `ready` refreshes it
+    }
+  }, 250);
 }
 
 // -- start ---------------------------------------------------------------------------------------

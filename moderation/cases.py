@@ -1,0 +1,525 @@
+"""Cases: opened by screening's flags and by people's reports, handled, escalated, resolved.
+
+Every change to a case is one transaction with its audit event (the case's history); alerts and
+updates reach the staff's sockets after it commits. Actions on the message, its author or the
+room go through messaging's services (which keep their own audit events) inside the same
+transaction, with a `case.action` event in the case's history.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit.services import record
+from classes.models import User
+from classes.signals import people_disabled
+from messaging import live
+from messaging import services as messaging
+from messaging.models import Message, Room
+from messaging.policy import as_id
+from messaging.services import MessagingError, ReportCategory, room_name
+from moderation import access
+from moderation.models import LEVELS, Case, CaseNote, ModerationSettings, Report, Suspension
+from moderation.screening import CATEGORIES
+
+logger = logging.getLogger(__name__)
+
+REPORT_SEVERITY = {
+    ReportCategory.HARM: 4,
+    ReportCategory.BULLYING: 2,
+    ReportCategory.INAPPROPRIATE: 2,
+    ReportCategory.PERSONAL_INFORMATION: 2,
+    ReportCategory.OTHER: 1,
+}
+NOTE_MAX = 2000
+
+
+class CaseError(MessagingError):
+    """A refused case action: a stable code and a sentence a person can read."""
+
+
+class CaseNotFound(CaseError):
+    def __init__(self) -> None:
+        super().__init__("case_not_found", "There is no such case.")
+
+
+def category_label(key: str) -> str:
+    if key in CATEGORIES:
+        return CATEGORIES[key].label
+    if key in ReportCategory.values:
+        return str(ReportCategory(key).label)
+    return key
+
+
+def starting_level(severity: int, staff_conduct: bool) -> int:
+    """Self-harm and other risks of harm (severity 4), and anything about staff, go straight to level 3."""
+    if staff_conduct or severity >= 4:
+        return 3
+    return 2 if severity == 3 else 1
+
+
+# -- opening and joining -----------------------------------------------------------------------
+
+
+def open_or_join(
+    *,
+    message: Message,
+    room: Room,
+    severity: int,
+    categories: list[str],
+    reporter: User | None,
+    category: str,
+    note: str,
+    now: datetime,
+) -> Case:
+    """Open a case about `message`, or add to its unresolved case (raising its severity and level if
+    this is more serious). Runs inside the caller's transaction."""
+    staff_conduct = message.author.role != User.Role.STUDENT
+    level = starting_level(severity, staff_conduct)
+    with scopes_disabled():
+        try:
+            with transaction.atomic():
+                case = (
+                    Case.objects.select_for_update().filter(message=message).exclude(state=Case.State.RESOLVED).first()
+                )
+                if case is None:
+                    case = Case.objects.create(
+                        school_id=message.school_id,
+                        room=room,
+                        message=message,
+                        subject_id=message.author_id,
+                        staff_conduct=staff_conduct,
+                        severity=severity,
+                        categories=list(dict.fromkeys(categories)),
+                        level=level,
+                        opened=now,
+                        level_since=now,
+                    )
+                    Report.objects.create(
+                        school_id=case.school_id,
+                        case=case,
+                        reporter=reporter,
+                        category=category,
+                        note=note,
+                        created=now,
+                    )
+                    _record(case, "case.opened", reporter, {"category": category, "note": note, "by": _by(reporter)})
+                    _announce(case, alert=True, opened=True)
+                    return case
+        except IntegrityError:  # another report opened it at the same moment: join that one
+            case = Case.objects.select_for_update().get(message=message, state__in=_unresolved())
+        _add_report(case, reporter, category, note, now)
+        changed = ["categories"]
+        case.categories = list(dict.fromkeys([*case.categories, *categories]))
+        if severity > case.severity:
+            case.severity = severity
+            changed.append("severity")
+        climbed = level > case.level
+        if climbed:
+            case.level, case.level_since, case.state = level, now, Case.State.ESCALATED
+            changed += ["level", "level_since", "state"]
+        case.save(update_fields=changed)
+        _record(
+            case,
+            "case.reported",
+            reporter,
+            {"category": category, "note": note, "by": _by(reporter), "severity": case.severity, "level": case.level},
+        )
+        _announce(case, alert=climbed)
+    return case
+
+
+def _add_report(case: Case, reporter: User | None, category: str, note: str, now: datetime) -> None:
+    Report.objects.create(
+        school_id=case.school_id, case=case, reporter=reporter, category=category, note=note, created=now
+    )
+
+
+def _unresolved() -> list[str]:
+    return [state for state in Case.State.values if state != Case.State.RESOLVED]
+
+
+def _by(reporter: User | None) -> str:
+    return "screening" if reporter is None else "report"
+
+
+def on_message_screened(sender: Any, message: Message, room: Room, verdict: Any, **kwargs: Any) -> None:
+    details = verdict.details
+    open_or_join(
+        message=message,
+        room=room,
+        severity=int(details.get("severity", 1)),
+        categories=list(details.get("categories", [])),
+        reporter=None,
+        category=verdict.action,
+        note=verdict.reason,
+        now=message.edited or message.created,
+    )
+
+
+def on_message_reported(  # noqa: PLR0917  (a signal receiver takes the signal's arguments)
+    sender: Any, message: Message, room: Room, reporter: User, category: str, note: str, **kwargs: Any
+) -> None:
+    open_or_join(
+        message=message,
+        room=room,
+        severity=REPORT_SEVERITY[ReportCategory(category)],
+        categories=[category],
+        reporter=reporter,
+        category=category,
+        note=note,
+        now=timezone.now(),
+    )
+
+
+# -- what staff see -------------------------------------------------------------------------------
+
+
+def summary(case: Case, settings: ModerationSettings | None = None) -> dict[str, Any]:
+    """A case as alerts and the queue show it: no message text (alerts show on screens)."""
+    settings = settings or access.settings_for(case.school_id)
+    deadline = case.deadline(settings)
+    return {
+        "id": case.pk,
+        "severity": case.severity,
+        "level": case.level,
+        "level_name": LEVELS[case.level],
+        "state": case.state,
+        "staff_conduct": case.staff_conduct,
+        "categories": [category_label(key) for key in case.categories],
+        "room": case.room_id,
+        "room_name": room_name(case.room),
+        "opened": case.opened.isoformat(),
+        "deadline": deadline.isoformat() if deadline else None,
+        "url": f"/cases/{case.pk}/",
+    }
+
+
+def _announce(case: Case, *, alert: bool, opened: bool = False) -> None:
+    """After commit: an `alert` to the people who must now acknowledge the case, a `case_updated` to
+    everyone who sees it; for a risk of harm, or a case nobody can be alerted to, email too."""
+    case_id = case.pk
+
+    def deliver() -> None:
+        with scopes_disabled():
+            fresh = Case.objects.select_related("room__school_class", "room__cohort").get(pk=case_id)
+        frame = summary(fresh)
+        must_act = access.alerted(fresh)
+        if alert and must_act:
+            live.send_frame(sorted(must_act), {"type": "alert", "case": frame})
+        live.send_frame(sorted(access.audience(fresh)), {"type": "case_updated", "case": frame})
+        if alert and (fresh.severity >= 4 or not must_act):
+            _email_urgent(fresh, nobody_to_alert=not must_act, opened=opened)
+
+    transaction.on_commit(deliver)
+
+
+def _record(case: Case, action: str, actor: User | None, payload: dict[str, Any]) -> None:
+    record(
+        action,
+        school_id=case.school_id,
+        actor=actor,
+        target=case,
+        target_label=f"case {case.pk}",
+        payload={"case": case.pk, "message": case.message_id, "level": case.level, "state": case.state, **payload},
+    )
+
+
+def _email(recipients: list[str], subject: str, body: str) -> None:
+    if not recipients:
+        return
+    try:
+        send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients)
+    except Exception:  # a mail server down must not undo the escalation; the log says so
+        logger.exception("could not email %s", ", ".join(recipients))
+
+
+def _case_mail(case: Case, why: str) -> tuple[str, str]:
+    """What an email says: never the message itself (email leaves the school's system), only where to look."""
+    subject = f"Commonroom: case {case.pk} needs attention ({LEVELS[case.level]})"
+    body = (
+        f"{why}\n\nCase {case.pk}, severity {case.severity}, in {room_name(case.room)}: "
+        f"{', '.join(category_label(key) for key in case.categories)}.\n"
+        f"Opened {timezone.localtime(case.opened):%Y-%m-%d %H:%M}. "
+        f"Open Commonroom to read it: {django_settings.COMMONROOM_BASE_URL}/cases/{case.pk}/\n"
+    )
+    return subject, body
+
+
+def _email_urgent(case: Case, *, nobody_to_alert: bool, opened: bool) -> None:
+    settings = access.settings_for(case.school_id)
+    if nobody_to_alert:
+        subject, body = _case_mail(case, "Nobody in the school can be alerted to this case.")
+        _email(settings.contacts(), subject, body)
+        return
+    with scopes_disabled():
+        emails = list(
+            User.objects.filter(pk__in=access.alerted(case)).exclude(email="").values_list("email", flat=True)
+        )
+    why = "A case about a risk of harm was opened." if opened else "A case about a risk of harm reached you."
+    subject, body = _case_mail(case, why)
+    _email(emails, subject, body)
+
+
+# -- handling ----------------------------------------------------------------------------------------
+
+
+def _case(user: User, case_id: Any, *, lock: bool = False) -> Case:
+    try:
+        case = access.case_for(user, case_id)
+    except access.CaseNotFound:
+        raise CaseNotFound from None
+    if lock:
+        with scopes_disabled():
+            Case.objects.select_for_update().filter(pk=case.pk).first()
+            case.refresh_from_db(fields=["state", "level", "level_since", "assignee", "severity", "categories"])
+    return case
+
+
+def _open_case(case: Case) -> None:
+    if case.state == Case.State.RESOLVED:
+        raise CaseError("case_resolved", "This case is resolved.")
+
+
+def acknowledge(*, user: User, case_id: Any, now: datetime | None = None) -> Case:
+    """Someone who sees the case takes it on: its clock stops, and they become its assignee if it has none."""
+    now = now or timezone.now()
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id, lock=True)
+        _open_case(case)
+        if case.state == Case.State.ACKNOWLEDGED:
+            return case
+        case.state, case.acknowledged = Case.State.ACKNOWLEDGED, now
+        if case.assignee_id is None:
+            case.assignee = user
+        case.save(update_fields=["state", "acknowledged", "assignee"])
+        _record(case, "case.acknowledged", user, {"assignee": case.assignee_id})
+        _announce(case, alert=False)
+    return case
+
+
+def assign(*, user: User, case_id: Any, assignee_id: Any, now: datetime | None = None) -> Case:
+    """Give the case to someone who sees it (never to the person it is about)."""
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id, lock=True)
+        _open_case(case)
+        pk = as_id(assignee_id)
+        if pk is None or pk not in access.audience(case):
+            raise CaseError("invalid_assignee", "A case can only go to someone who handles it.")
+        case.assignee_id = pk
+        case.save(update_fields=["assignee"])
+        _record(case, "case.assigned", user, {"assignee": pk})
+        _announce(case, alert=False)
+    return case
+
+
+def escalate(*, user: User, case_id: Any, reason: Any, now: datetime | None = None) -> Case:
+    """Hand the case up a level by hand, with a reason; the new level's people are alerted."""
+    now = now or timezone.now()
+    text = messaging._reason(reason, "Say why you are escalating the case (up to 500 characters).")
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id, lock=True)
+        _open_case(case)
+        if case.level >= 3 or case.staff_conduct:
+            raise CaseError("top_level", "This case is already with the safeguarding lead.")
+        _climb(case, now, actor=user, reason=text)
+    return case
+
+
+def _climb(case: Case, now: datetime, *, actor: User | None, reason: str) -> None:
+    case.level, case.level_since, case.state = case.level + 1, now, Case.State.ESCALATED
+    case.save(update_fields=["level", "level_since", "state"])
+    _record(case, "case.escalated", actor, {"reason": reason, "automatic": actor is None})
+    _announce(case, alert=True)
+
+
+def resolve(*, user: User, case_id: Any, outcome: Any, note: Any = None, now: datetime | None = None) -> Case:
+    now = now or timezone.now()
+    if outcome not in Case.Outcome.values:
+        raise CaseError("invalid_outcome", "Choose the outcome of the case.")
+    text = messaging._optional_reason(note)
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id, lock=True)
+        _open_case(case)
+        case.state, case.outcome, case.resolved = Case.State.RESOLVED, outcome, now
+        if case.acknowledged is None:
+            case.acknowledged = now
+        case.save(update_fields=["state", "outcome", "resolved", "acknowledged"])
+        _record(case, "case.resolved", user, {"outcome": outcome, "note": text})
+        _announce(case, alert=False)
+    return case
+
+
+def add_note(*, user: User, case_id: Any, text: Any, now: datetime | None = None) -> CaseNote:
+    now = now or timezone.now()
+    body = "" if text is None else str(text).strip()
+    if not body or len(body) > NOTE_MAX:
+        raise CaseError("invalid_note", f"A note is text of 1 to {NOTE_MAX} characters.")
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id)
+        note = CaseNote.objects.create(school_id=case.school_id, case=case, author=user, text=body, created=now)
+        _record(case, "case.note_added", user, {"note": body})
+    return note
+
+
+# -- actions from a case --------------------------------------------------------------------------
+
+
+class CaseAction:
+    HIDE = "hide_message"
+    RESTORE = "restore_message"
+    APPROVE = "approve_message"
+    MUTE = "mute_author"
+    UNMUTE = "unmute_author"
+    LOCK = "lock_room"
+    UNLOCK = "unlock_room"
+    SUSPEND = "suspend_author"
+    UNSUSPEND = "restore_author"
+
+    ALL = (HIDE, RESTORE, APPROVE, MUTE, UNMUTE, LOCK, UNLOCK, SUSPEND, UNSUSPEND)
+    NEEDS_REASON = (HIDE, MUTE, LOCK, SUSPEND)
+
+
+GENERAL_NOTICE = {
+    CaseAction.HIDE: "Removed by staff after a review.",
+    CaseAction.MUTE: "Muted by staff after a review.",
+    CaseAction.LOCK: "Locked by staff.",
+    CaseAction.SUSPEND: "Suspended by staff after a review.",
+}
+
+
+def take_action(*, user: User, case_id: Any, action: Any, reason: Any = None, now: datetime | None = None) -> Case:
+    """Act on the case's message, its author or its room, with a reason, recorded in the case's history.
+
+    The person affected sees the reason where the school allows it (`tell_reasons`), otherwise a
+    general notice; the case's history always keeps the reason."""
+    now = now or timezone.now()
+    if action not in CaseAction.ALL:
+        raise CaseError("invalid_action", "That is not an action on a case.")
+    if action in CaseAction.NEEDS_REASON:
+        text = messaging._reason(reason, "Give a reason (up to 500 characters).")
+    else:
+        text = messaging._optional_reason(reason)
+    with transaction.atomic(), scopes_disabled():
+        case = _case(user, case_id, lock=True)
+        told = text if access.settings_for(case.school_id).tell_reasons else GENERAL_NOTICE.get(action, "")
+        message_id, room_id, author_id = case.message_id, case.room_id, case.subject_id
+        if action == CaseAction.HIDE:
+            messaging.remove_message(user=user, message_id=message_id, reason=told, now=now)
+        elif action == CaseAction.RESTORE:
+            messaging.restore_message(user=user, message_id=message_id, reason=text, now=now)
+        elif action == CaseAction.APPROVE:
+            messaging.approve_message(user=user, message_id=message_id, now=now)
+        elif action == CaseAction.MUTE:
+            messaging.mute(user=user, room_id=room_id, student_id=author_id, reason=told, now=now)
+        elif action == CaseAction.UNMUTE:
+            messaging.unmute(user=user, room_id=room_id, student_id=author_id, reason=text, now=now)
+        elif action == CaseAction.LOCK:
+            messaging.lock_room(user=user, room_id=room_id, reason=told, now=now)
+        elif action == CaseAction.UNLOCK:
+            messaging.unlock_room(user=user, room_id=room_id, reason=text, now=now)
+        elif action == CaseAction.SUSPEND:
+            _suspend(user, case, reason=text, told=told, now=now)
+        else:
+            _unsuspend(user, case, reason=text, now=now)
+        _record(case, "case.action", user, {"action": action, "reason": text, "told": told})
+        _announce(case, alert=False)
+    return case
+
+
+def _suspend(user: User, case: Case, *, reason: str, told: str, now: datetime) -> None:
+    if not access.may_suspend(user, case):
+        raise CaseError("not_allowed", "Only moderators and the safeguarding lead can suspend an account.")
+    subject = User.objects.select_for_update().get(pk=case.subject_id)
+    if subject.suspended:
+        return
+    Suspension.objects.create(
+        school_id=case.school_id, user=subject, case=case, reason=told, suspended_by=user, created=now
+    )
+    User.objects.filter(pk=subject.pk).update(suspended=True)
+    record(
+        "account.suspended",
+        school_id=case.school_id,
+        actor=user,
+        target=subject,
+        target_label=subject.username,
+        payload={"case": case.pk, "reason": reason},
+    )
+    people_disabled.send(sender=User, user_ids={subject.pk})  # their open sockets close
+
+
+def _unsuspend(user: User, case: Case, *, reason: str, now: datetime) -> None:
+    if not access.may_suspend(user, case):
+        raise CaseError("not_allowed", "Only moderators and the safeguarding lead can lift a suspension.")
+    if not Suspension.objects.filter(user_id=case.subject_id, ended__isnull=True).update(ended=now):
+        raise CaseError("not_suspended", "This account is not suspended.")
+    User.objects.filter(pk=case.subject_id).update(suspended=False)
+    record(
+        "account.restored",
+        school_id=case.school_id,
+        actor=user,
+        target=case.subject,
+        target_label=case.subject.username,
+        payload={"case": case.pk, "reason": reason},
+    )
+
+
+def suspension_notice(user: User) -> str | None:
+    """What a suspended person is told when they try to sign in, or None if they are not suspended."""
+    with scopes_disabled():
+        found = Suspension.objects.filter(user=user, ended__isnull=True).values_list("reason", flat=True).first()
+    return found
+
+
+# -- the clock -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tick:
+    escalated: list[int]
+    emailed: list[int]
+
+
+def escalate_overdue(now: datetime | None = None) -> Tick:
+    """Climb every case nobody acknowledged in time; at level 3, email the school's escalation contacts
+    (once). Safe to run from several processes at once: each change is made by one of them only."""
+    now = now or timezone.now()
+    escalated: list[int] = []
+    emailed: list[int] = []
+    settings: dict[int, ModerationSettings] = {}
+    with scopes_disabled():
+        waiting = list(Case.objects.filter(state__in=Case.WAITING).select_related("room"))
+    for case in waiting:
+        school = settings.setdefault(case.school_id, access.settings_for(case.school_id))
+        deadline = case.deadline(school)
+        if deadline is None or deadline > now:
+            continue
+        with transaction.atomic(), scopes_disabled():
+            current = (
+                Case.objects.select_for_update()
+                .filter(pk=case.pk, state__in=Case.WAITING, level=case.level, level_since=case.level_since)
+                .first()
+            )
+            if current is None:
+                continue  # acknowledged or moved meanwhile (or by another process)
+            if current.level < 3 and not current.staff_conduct:
+                _climb(current, now, actor=None, reason="Not acknowledged in time.")
+                escalated.append(current.pk)
+            elif current.contacts_emailed is None:
+                current.contacts_emailed = now
+                current.save(update_fields=["contacts_emailed"])
+                _record(current, "case.contacts_emailed", None, {"contacts": school.contacts()})
+                subject, body = _case_mail(current, "Nobody has acknowledged this case in time.")
+                transaction.on_commit(partial(_email, school.contacts(), subject, body))
+                emailed.append(current.pk)
+    return Tick(escalated, emailed)

@@ -1,0 +1,81 @@
+"""Each school's screen: the built-in categories with the school's own actions, severities and phrases.
+
+A school's screen is compiled once and kept in the process for `TTL` seconds, so the send path does
+not query the rules; a change saved in this process takes effect at once, in other processes within
+`TTL` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+from django_scopes import scopes_disabled
+
+from messaging.services import Verdict
+from moderation.models import ScreeningRule
+from moderation.screening import CATEGORIES, Action, Category, Result, Screen, default_screen, screen_text
+
+TTL = 30.0  # seconds
+
+_lock = threading.Lock()
+_screens: dict[int, tuple[float, Screen]] = {}
+
+
+def apply_rules(rules: list[ScreeningRule]) -> dict[str, Category]:
+    categories = dict(CATEGORIES)
+    for rule in rules:
+        base = categories.get(rule.category)
+        if base is None:
+            continue  # a category that no longer exists
+        action = Action(rule.action) if rule.action else base.action
+        if action == Action.REJECT and base.never_reject:
+            action = Action.HOLD  # a cry for help is never silently dropped, whatever a rule says
+        categories[rule.category] = replace(
+            base, action=action, severity=rule.severity or base.severity, phrases=base.phrases + rule.phrase_list()
+        )
+    return categories
+
+
+def school_screen(school_id: int | None) -> Screen:
+    """The screen of a school (the built-in one for none, or for a school without rules)."""
+    if school_id is None:
+        return default_screen()
+    moment = time.monotonic()
+    cached = _screens.get(school_id)
+    if cached is not None and cached[0] > moment:
+        return cached[1]
+    with scopes_disabled():
+        rules = list(ScreeningRule.objects.filter(school_id=school_id))
+    screen = Screen.build(apply_rules(rules)) if rules else default_screen()
+    with _lock:
+        _screens[school_id] = (moment + TTL, screen)
+    return screen
+
+
+def forget(school_id: int) -> None:
+    """Drop a school's compiled screen (its rules changed)."""
+    with _lock:
+        _screens.pop(school_id, None)
+
+
+def on_rule_saved(sender: Any, instance: ScreeningRule, **kwargs: Any) -> None:
+    forget(instance.school_id)
+
+
+def screen_for(text: str, school_id: int | None, *, spans: bool = True) -> Result:
+    return screen_text(text, school_screen(school_id), spans=spans)
+
+
+def screen_message(body: str, room: Any, author: Any) -> Verdict:
+    """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
+    result = screen_for(body, room.school_id, spans=False)
+    if result.action == Action.ALLOW:
+        return Verdict()
+    return Verdict(
+        result.action.value,
+        result.reason,
+        {"categories": list(result.categories), "severity": result.severity, "matches": result.as_dict()["matches"]},
+    )
