@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='user',
             name='suspended',
-            field=models.BooleanField(default=False, help_text='Suspended from a moderation case: cannot sign in, whatever the roster says (imports leave it alone).'),
+            field=models.BooleanField(default=False, help_text='Suspended from a moderation case: cannot sign in, whatever the roster says.'),
         ),
     ]
