@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('classes', '0007_cases'),
+        ('classes', '0006_user_suspended'),
         ('messaging', '0002_messages_and_room_state'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
