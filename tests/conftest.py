@@ -187,3 +187,9 @@ def school_b(db: Any) -> SchoolPeople:
 @pytest.fixture
 def operator(db: Any) -> User:
     return User.objects.create_superuser("operator", password="pw")
+
+
+@pytest.fixture(autouse=True)
+def no_case_clock_in_process(settings: Any) -> None:
+    """The case clock starts with the ASGI application; tests that want it turn it on themselves."""
+    settings.COMMONROOM_CASE_CLOCK_SECONDS = 0
