@@ -14,8 +14,14 @@ from django_scopes import scopes_disabled
 from messaging.consumers import CLOSE_SIGNED_OUT
 from moderation import cases, clock
 from moderation.models import Case
+from tests import test_socket
 from tests.conftest import SchoolPeople
-from tests.test_socket import close_thread_connections, connect, people, room, send_and_ack, until  # noqa: F401
+from tests.test_socket import connect, send_and_ack, until
+
+# The socket tests' fixtures: a school with open class rooms, its class room, connections closed after.
+people = test_socket.people
+room = test_socket.room
+close_thread_connections = test_socket.close_thread_connections
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -37,7 +43,8 @@ async def test_a_flag_alerts_the_rooms_teacher_and_updates_the_others(people: Sc
     assert [f["type"] for f in teacher_frames] == ["message", "alert", "case_updated"]
     alert = teacher_frames[1]["case"]
     assert (alert["level"], alert["severity"], alert["categories"]) == (1, 2, ["Bullying or harassment"])
-    assert "body" not in alert and "nobody likes you" not in str(alert)  # alerts show on screens: no text
+    assert "body" not in alert
+    assert "nobody likes you" not in str(alert)
     for staff in (moderator, lead):
         assert [f["type"] for f in await frames_until_quiet(staff)] == ["message", "case_updated"]
     assert {f["type"] for f in await frames_until_quiet(student)} <= {"message"}  # its own broadcast at most
@@ -104,7 +111,8 @@ async def test_the_servers_own_clock_escalates_and_alerts(people: SchoolPeople, 
     case_id = await sync_to_async(backdate)()
     settings.COMMONROOM_CASE_CLOCK_SECONDS = 0.05
     task = clock.ensure_started()
-    assert task is not None and clock.ensure_started() is task  # once per process
+    assert task is not None
+    assert clock.ensure_started() is task
     try:
         alert = await asyncio.wait_for(until(moderator, "alert"), timeout=5)
     finally:
