@@ -604,3 +604,47 @@ def test_the_main_pages(  # noqa: PLR0917  # pytest passes fixtures as arguments
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(Path(folder) / f"{name}-{label}.png"))
+
+
+def test_the_case_queue_updates_live_and_alerts_reach_staff_anywhere(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    queue = open_page(signed_in(browser, servers[0], people.moderator), f"{base(servers[0])}/cases/")
+    expect(queue.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(queue.locator("#no-cases")).to_be_visible()
+    lead_home = open_page(signed_in(browser, servers[1], people.safeguarding_lead), f"{base(servers[1])}/")
+    expect(lead_home.locator("#connection")).to_have_attribute("data-state", "connected")
+    say(people.student, room, "nobody likes you")
+    row = queue.locator("table.cases tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Bullying or harassment")
+    expect(row).to_contain_text("Class teachers")
+    say(people.student, room, "I want to die")
+    # The graver case goes to the top; the safeguarding lead is alerted on whatever page they are on.
+    expect(row).to_have_count(1)  # level 3: no longer the moderator's
+    alert = lead_home.locator("#alerts .alert-line")
+    expect(alert).to_contain_text("Self-harm or suicide risk")
+    expect(alert).not_to_contain_text("I want to die")
+    alert.get_by_role("link", name="Open the case").click()
+    expect(lead_home.locator("li.context-line.subject")).to_contain_text("I want to die")
+    accessible(queue)
+    accessible(lead_home)
+
+
+def test_hiding_a_message_from_its_case(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    post(student, "nobody likes you")
+    expect(student.locator("#messages li.message[data-id]", has_text="nobody likes you")).to_have_count(1)  # saved
+    with scopes_disabled():
+        case = Message.objects.get(body="nobody likes you").cases.get()
+    teacher = open_page(signed_in(browser, servers[1], people.teacher), f"{base(servers[1])}/cases/{case.pk}/")
+    expect(teacher.locator("li.context-line.subject")).to_contain_text("nobody likes you")
+    accessible(teacher)
+    teacher.get_by_role("button", name="Acknowledge").click()
+    expect(teacher.locator(".flash")).to_have_text("You have acknowledged the case.")
+    teacher.get_by_label("Take action").select_option("hide_message")
+    teacher.get_by_label("Reason (required to hide, mute, lock or suspend)").fill("Unkind to a classmate")
+    teacher.get_by_role("button", name="Do it").click()
+    expect(teacher.locator(".flash")).to_have_text("Done.")
+    expect(student.locator("#messages li.message")).to_contain_text("Removed by staff: Unkind to a classmate")
+    expect(teacher.locator(".history")).to_contain_text("case.action")
