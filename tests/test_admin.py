@@ -8,6 +8,8 @@ from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
 from classes.models import Cohort, Enrollment, School, StaffRole, User
+from moderation.models import ModerationSettings, ScreeningRule
+from moderation.rules import screen_for
 from tests.conftest import SchoolPeople
 
 pytestmark = pytest.mark.django_db
@@ -300,3 +302,37 @@ def test_a_school_admin_publishes_the_acceptable_use_policy(client: Client, scho
         first = AcceptableUsePolicy.objects.get(version=1)
     response = client.post(f"/admin/messaging/acceptableusepolicy/{first.pk}/change/", {"text": "Rewritten"})
     assert response.status_code == 403
+
+
+def test_a_school_admin_sets_screening_rules_and_escalation_for_their_school_only(
+    client: Client, school_a: SchoolPeople, school_b: SchoolPeople
+) -> None:
+    _login(client, school_a.admin)
+    response = client.post(
+        "/admin/moderation/screeningrule/add/",
+        {"category": "bullying", "action": "hold", "severity": "", "phrases": "bike sheds\nround the back"},
+    )
+    assert response.status_code == 302, response.content
+    assert screen_for("see you round the back", school_a.school.pk).action == "hold"  # at once in this process
+    assert screen_for("see you round the back", school_b.school.pk).action == "allow"
+    with scopes_disabled():
+        rule = ScreeningRule.objects.get()
+        assert (rule.school_id, rule.severity) == (school_a.school.pk, None)
+        assert AuditEvent.objects.filter(action="screeningrule.created", school=school_a.school).exists()
+    # Settings: the person named for allegations against staff must be of the school.
+    answer = client.post(
+        "/admin/moderation/moderationsettings/add/",
+        {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5, "allegations_contact": school_b.admin.pk},
+    )
+    assert "Select a valid choice" in answer.content.decode()
+    answer = client.post(
+        "/admin/moderation/moderationsettings/add/",
+        {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5, "allegations_contact": school_a.admin.pk},
+    )
+    assert answer.status_code == 302, answer.content
+    assert client.get("/admin/moderation/moderationsettings/add/").status_code == 403  # one per school
+    _login(client, school_b.admin)
+    assert "bike sheds" not in client.get(f"/admin/moderation/screeningrule/{rule.pk}/change/").content.decode()
+    assert client.get("/admin/moderation/screeningrule/").content.decode().count("Bullying") == 0
+    with scopes_disabled():
+        assert ModerationSettings.objects.get().school_id == school_a.school.pk
