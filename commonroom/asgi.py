@@ -17,7 +17,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from commonroom.routing import websocket_urlpatterns  # noqa: E402
-from moderation import clock  # noqa: E402
+from moderation import clock, profanity  # noqa: E402
+
+profanity.load()  # the model loads with the server (about 1.4 s), not on the first message
 
 router = ProtocolTypeRouter(
     {

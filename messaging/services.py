@@ -74,10 +74,12 @@ def screeners() -> list[Screener]:
 
 
 def screen(body: str, room: Room, author: User) -> Verdict:
+    """The gravest verdict of the screeners (an "allow" that found something beats a plain one, so that
+    what it found is recorded)."""
     verdict = Verdict()
     for screener in screeners():
         answer = screener(body, room, author)
-        if SEVERITY[answer.action] > SEVERITY[verdict.action]:
+        if (SEVERITY[answer.action], bool(answer.details)) > (SEVERITY[verdict.action], bool(verdict.details)):
             verdict = answer
     return verdict
 

@@ -72,10 +72,17 @@ def screen_for(text: str, school_id: int | None, *, spans: bool = True) -> Resul
 def screen_message(body: str, room: Any, author: Any) -> Verdict:
     """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
     result = screen_for(body, room.school_id, spans=False)
-    if result.action == Action.ALLOW:
+    if not result.categories:
         return Verdict()
+    # Categories found but allowed (profanity, by default) are still recorded in the message's audit event.
+    shown = result.as_dict()
     return Verdict(
         result.action.value,
         result.reason,
-        {"categories": list(result.categories), "severity": result.severity, "matches": result.as_dict()["matches"]},
+        {
+            "categories": list(result.categories),
+            "severity": result.severity,
+            "matches": shown["matches"],
+            "scores": shown["scores"],
+        },
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import ahocorasick  # type: ignore[import-not-found]  # a C extension without type information
 
+from moderation import profanity
 from moderation.normalize import fold, fold_phrase, quick_fold
 
 
@@ -44,6 +45,7 @@ class Category:
     patterns: tuple[re.Pattern[str], ...] = ()
     reason: str = ""  # what the sender is told when a message is held or rejected for it
     never_reject: bool = False  # a cry for help is delivered or held, never silently dropped
+    threshold: float | None = None  # for a scored category: the profanity score (0 to 1) from which it counts
 
 
 PHONE = re.compile(r"(?<![\w+])(?:\+?\d[\s().-]{0,2}){9,14}\d(?!\w)")
@@ -127,6 +129,11 @@ CATEGORIES: dict[str, Category] = {
             patterns=(POSTCODE, STREET),
             reason="Held for a teacher to check: keep addresses and passwords private.",
         ),
+        # Scored by alt-profanity-check's model (moderation.profanity), on the folded text so that
+        # disguised swearing scores as swearing. Recorded, not acted on, by default: the model reads
+        # words without context ("Moby Dick", "stupid question" score above 0.9), so a school chooses
+        # whether it flags or holds.
+        Category("profanity", "Profanity", severity=1, action=Action.ALLOW, threshold=0.9),
     ]
 }  # fmt: skip
 
@@ -147,6 +154,7 @@ class Result:
     matches: tuple[Match, ...]
     reason: str = ""
     found: tuple[Category, ...] = ()  # those categories, as the screen that found them defines them
+    scores: tuple[tuple[str, float], ...] = ()  # scored categories at or over their threshold, with the score
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,6 +165,7 @@ class Result:
                 for category in self.found
             ],
             "matches": [match.__dict__ for match in self.matches],
+            "scores": dict(self.scores),
         }
 
 
@@ -248,10 +257,11 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
             matches.append(Match(key, first, last, text[first:last]))
     elif found:
         matches.extend(Match(key, -1, -1, folded_text[start:end]) for key, start, end in found)
-    if not matches:
+    scores = _scores(folded_text, categories)
+    if not matches and not scores:
         return Result(Action.ALLOW, 0, (), ())
     matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category))
-    found_in = tuple(categories[key] for key in dict.fromkeys(m.category for m in matches))
+    found_in = tuple(categories[key] for key in dict.fromkeys([*(m.category for m in matches), *dict(scores)]))
     worst = max(found_in, key=lambda c: (ORDER[c.action], c.severity))
     action = max((c.action for c in found_in), key=ORDER.__getitem__)
     if action == Action.REJECT and any(c.never_reject for c in found_in):
@@ -263,4 +273,14 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
         matches=tuple(matches),
         found=found_in,
         reason=worst.reason,
+        scores=scores,
     )
+
+
+def _scores(folded_text: str, categories: dict[str, Category]) -> tuple[tuple[str, float], ...]:
+    """The scored categories whose score reaches their threshold."""
+    scored = [(key, category.threshold) for key, category in categories.items() if category.threshold is not None]
+    if not scored or not folded_text.strip():
+        return ()
+    value = profanity.score(folded_text)
+    return tuple((key, round(value, 3)) for key, threshold in scored if value >= threshold)

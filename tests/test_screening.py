@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from audit.models import AuditEvent
 from moderation.normalize import fold, quick_fold
 from moderation.screening import CATEGORIES, Action, screen_text
 
@@ -115,7 +116,7 @@ def test_the_screen_command_prints_a_json_line_per_message(monkeypatch: pytest.M
     out = StringIO()
     call_command("screen", stdout=out)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
-    assert first == {"verdict": "allow", "severity": 0, "categories": [], "matches": []}
+    assert first == {"verdict": "allow", "severity": 0, "categories": [], "matches": [], "scores": {}}
     assert second["verdict"] == "hold"
     assert second["categories"][0]["category"] == "off_platform"
     assert {"category": "off_platform", "start": 0, "end": 6, "text": "add me"} in second["matches"]
@@ -158,3 +159,39 @@ def test_the_quick_fold_agrees_with_the_careful_one(text: str) -> None:
     """Screening decides on the quick fold and locates spans with the careful one: they must agree."""
     folded = fold(text)
     assert quick_fold(text) == (folded.text, folded.spelt)
+
+
+@pytest.mark.parametrize("text", ["fuck off", "f u c k off", "sh1t, that is shit", "\uff46\uff55\uff43\uff4b you"])
+def test_profanity_is_scored_through_disguises_and_recorded_not_acted_on(text: str) -> None:
+    result = screen_text(text)
+    assert "profanity" in result.categories
+    assert dict(result.scores)["profanity"] >= 0.9
+    assert result.action == Action.ALLOW  # by default; a school chooses to flag or hold it
+
+
+@pytest.mark.parametrize("text", ["Scunthorpe United won on Saturday", "Can you help me with question 3?"])
+def test_ordinary_text_has_no_profanity_score(text: str) -> None:
+    result = screen_text(text)
+    assert result.categories == ()
+    assert result.scores == ()
+
+
+@pytest.mark.django_db
+def test_a_school_can_flag_profanity_and_it_opens_a_case(school_a: Any) -> None:
+    from django_scopes import scopes_disabled
+
+    from messaging import services
+    from moderation.models import Case, ScreeningRule
+    from tests.test_policy import class_room, open_room
+
+    room = open_room(class_room(school_a))
+    allowed = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="fuck this")
+    with scopes_disabled():
+        assert not Case.objects.exists()
+        event = AuditEvent.objects.get(action="message.sent", target_id=str(allowed.message.pk))
+        assert event.payload["screening"]["categories"] == ["profanity"]
+        ScreeningRule.objects.create(school=school_a.school, category="profanity", action="flag")
+    flagged = services.send_message(user=school_a.student, room_id=room.pk, client_id=uuid.uuid4(), body="fuck this")
+    with scopes_disabled():
+        case = Case.objects.get(message=flagged.message)
+    assert (case.level, case.severity, case.categories) == (1, 1, ["profanity"])
