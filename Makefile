@@ -41,6 +41,7 @@ bench: install
 
 bench-screen: install
 	$(PY) bench/screen_bench.py $(BENCH_ARGS)
+	$(PY) bench/profanity_bench.py
 
 # The browser tests save the main pages at desktop and phone width (needs DATABASE_URL and REDIS_URL
 # pointing at PostgreSQL and Redis, and Chromium; see README).
