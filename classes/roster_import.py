@@ -782,7 +782,7 @@ class _Importer:
             return
         fields = [
             "password", "is_superuser", "username", "email", "sourced_id", "school_id", "role", "given_name",
-            "family_name", "birth_date", "grade", "enabled", "is_staff", "date_joined",
+            "family_name", "birth_date", "grade", "enabled", "suspended", "is_staff", "date_joined",
         ]  # fmt: skip
         joined = timezone.now()
         for user in users:
