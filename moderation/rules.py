@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
+from django.db import transaction
 from django_scopes import scopes_disabled
 
 from messaging.services import Verdict
@@ -61,8 +63,15 @@ def forget(school_id: int) -> None:
         _screens.pop(school_id, None)
 
 
+def forget_all() -> None:
+    with _lock:
+        _screens.clear()
+
+
 def on_rule_saved(sender: Any, instance: ScreeningRule, **kwargs: Any) -> None:
+    # At once for this transaction, and again once it commits, so that no screen read meanwhile lingers.
     forget(instance.school_id)
+    transaction.on_commit(partial(forget, instance.school_id))
 
 
 def screen_for(text: str, school_id: int | None, *, spans: bool = True) -> Result:

@@ -193,3 +193,13 @@ def operator(db: Any) -> User:
 def no_case_clock_in_process(settings: Any) -> None:
     """The case clock starts with the ASGI application; tests that want it turn it on themselves."""
     settings.COMMONROOM_CASE_CLOCK_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
+def fresh_school_screens() -> Iterator[None]:
+    """Each process keeps schools' compiled screens for a while; a test's school may reuse an earlier id."""
+    from moderation.rules import forget_all
+
+    forget_all()
+    yield
+    forget_all()
