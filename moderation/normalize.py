@@ -143,15 +143,22 @@ def fold_phrase(phrase: str) -> str:
 
 _INVISIBLE_TABLE = dict.fromkeys(map(ord, INVISIBLE))
 _LEET_CHARACTERS = {character: re.compile(re.escape(character)) for character in LEET}
-_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
-# Every ASCII character that is not a lower-case letter becomes a space (upper case is folded first).
-_ASCII_LETTERS_ONLY = {code: " " for code in range(128) if not "a" <= chr(code) <= "z"}
+LETTERS_KEPT = 50_000  # distinct characters whose folding is remembered (a bound on memory)
 
 
-@cache
-def _look_alike_table() -> dict[int, str]:
-    return {ord(character): letter for character, letter in _look_alikes().items()}
+class _Letters(dict[int, str]):
+    """A `str.translate` table: each character as `_fold_character` reads it, with everything that is
+    not a letter a-z as a space. Filled in as characters are first seen, so one pass over the text
+    does what Unicode normalisation, the look-alike table, case folding and accent stripping do."""
+
+    def __missing__(self, code: int) -> str:
+        letters = "".join(c if "a" <= c <= "z" else " " for c in _fold_character(chr(code)))
+        if len(self) < LETTERS_KEPT:
+            self[code] = letters
+        return letters
+
+
+_LETTERS = _Letters({code: chr(code) for code in range(ord("a"), ord("z") + 1)})
 
 
 def _leet_in_context(match: re.Match[str]) -> str:
@@ -172,12 +179,7 @@ def quick_fold(original: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     for character, finder in _LEET_CHARACTERS.items():
         if character in text:
             text = finder.sub(_leet_in_context, text)
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text).translate(_look_alike_table())
-        text = _COMBINING.sub("", unicodedata.normalize("NFKD", text))
-    text = text.casefold().translate(_ASCII_LETTERS_ONLY)
-    if not text.isascii():
-        text = _NOT_ASCII.sub(" ", text)
+    text = text.translate(_LETTERS)  # every character as `fold` reads it, in one pass
     words = _collapse_runs(" ".join(text.split())).split(" ")
     if words == [""]:
         return "", ()
