@@ -182,6 +182,7 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)  # seconds: a mail server that hangs is given up on
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "commonroom@localhost"
 
 # The largest roster bundle the admin accepts as an upload (larger ones: the command line).

@@ -57,7 +57,10 @@ class SignInForm(AuthenticationForm):
         if person is None or not person.check_password(password):
             return None
         reason = cases.suspension_notice(person)
-        return f"Your account is suspended{f': {reason}' if reason else '.'} Speak to your school."
+        if reason is None:
+            return None
+        ending = "" if reason.endswith((".", "!", "?")) else "."
+        return f"Your account is suspended: {reason}{ending} Speak to your school."
 
 
 class SignInView(auth_views.LoginView):

@@ -9,6 +9,7 @@ transaction, with a `case.action` event in the case's history.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -235,13 +236,27 @@ def _record(case: Case, action: str, actor: User | None, payload: dict[str, Any]
     )
 
 
-def _email(recipients: list[str], subject: str, body: str) -> None:
+_mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-mail")
+
+
+def _email(recipients: list[str], subject: str, body: str) -> Future[None] | None:
+    """Send in the background: a slow mail server must not hold up the message that opened the case
+    (or the clock). One sender thread per process keeps emails in order."""
     if not recipients:
-        return
+        return None
+    return _mailer.submit(_send, list(recipients), subject, body)
+
+
+def _send(recipients: list[str], subject: str, body: str) -> None:
     try:
         send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients)
     except Exception:  # a mail server down must not undo the escalation; the log says so
         logger.exception("could not email %s", ", ".join(recipients))
+
+
+def wait_for_email() -> None:
+    """Wait until every email queued so far has been handed to the mail backend (for tests and shutdown)."""
+    _mailer.submit(lambda: None).result()
 
 
 def _case_mail(case: Case, why: str) -> tuple[str, str]:
@@ -259,6 +274,12 @@ def _case_mail(case: Case, why: str) -> tuple[str, str]:
 def _email_urgent(case: Case, *, nobody_to_alert: bool, opened: bool) -> None:
     settings = access.settings_for(case.school_id)
     if nobody_to_alert:
+        with transaction.atomic(), scopes_disabled():
+            if not Case.objects.filter(pk=case.pk, contacts_emailed__isnull=True).update(
+                contacts_emailed=timezone.now()
+            ):
+                return  # another process (or the clock) has emailed them
+            _record(case, "case.contacts_emailed", None, {"contacts": settings.contacts(), "why": "nobody to alert"})
         subject, body = _case_mail(case, "Nobody in the school can be alerted to this case.")
         _email(settings.contacts(), subject, body)
         return
@@ -369,6 +390,7 @@ def add_note(*, user: User, case_id: Any, text: Any, now: datetime | None = None
         case = _case(user, case_id)
         note = CaseNote.objects.create(school_id=case.school_id, case=case, author=user, text=body, created=now)
         _record(case, "case.note_added", user, {"note": body})
+        _announce(case, alert=False)
     return note
 
 
@@ -429,7 +451,7 @@ def take_action(*, user: User, case_id: Any, action: Any, reason: Any = None, no
         elif action == CaseAction.UNLOCK:
             messaging.unlock_room(user=user, room_id=room_id, reason=text, now=now)
         elif action == CaseAction.SUSPEND:
-            _suspend(user, case, reason=text, told=told, now=now)
+            _suspend(user, case, reason=text, now=now)
         else:
             _unsuspend(user, case, reason=text, now=now)
         _record(case, "case.action", user, {"action": action, "reason": text, "told": told})
@@ -437,14 +459,14 @@ def take_action(*, user: User, case_id: Any, action: Any, reason: Any = None, no
     return case
 
 
-def _suspend(user: User, case: Case, *, reason: str, told: str, now: datetime) -> None:
+def _suspend(user: User, case: Case, *, reason: str, now: datetime) -> None:
     if not access.may_suspend(user, case):
         raise CaseError("not_allowed", "Only moderators and the safeguarding lead can suspend an account.")
     subject = User.objects.select_for_update().get(pk=case.subject_id)
     if subject.suspended:
-        return
+        raise CaseError("already_suspended", "This account is already suspended.")
     Suspension.objects.create(
-        school_id=case.school_id, user=subject, case=case, reason=told, suspended_by=user, created=now
+        school_id=case.school_id, user=subject, case=case, reason=reason, suspended_by=user, created=now
     )
     User.objects.filter(pk=subject.pk).update(suspended=True)
     record(
@@ -475,10 +497,15 @@ def _unsuspend(user: User, case: Case, *, reason: str, now: datetime) -> None:
 
 
 def suspension_notice(user: User) -> str | None:
-    """What a suspended person is told when they try to sign in, or None if they are not suspended."""
+    """What a suspended person is told when they try to sign in (the reason, where the school allows
+    it), or None if they are not suspended."""
+    if not user.suspended or not user.enabled or user.school_id is None:
+        return None
     with scopes_disabled():
         found = Suspension.objects.filter(user=user, ended__isnull=True).values_list("reason", flat=True).first()
-    return found
+    if found is None:
+        return None
+    return found if access.settings_for(user.school_id).tell_reasons else GENERAL_NOTICE[CaseAction.SUSPEND]
 
 
 # -- the clock -----------------------------------------------------------------------------------------

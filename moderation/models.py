@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import ClassVar
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django_scopes import ScopedManager
@@ -60,6 +61,20 @@ class ModerationSettings(models.Model):
 
     def __str__(self) -> str:
         return "moderation settings"
+
+    def clean(self) -> None:
+        """The person named for allegations against staff is a member of staff of the school, and not its
+        admin (who provisions the school and does not read its children's messages)."""
+        contact = self.allegations_contact
+        if contact is None:
+            return
+        # A school admin's form has no school yet (the admin puts the row in their school, and offers only
+        # its people); an operator's form names the school.
+        elsewhere = self.school_id is not None and contact.school_id != self.school_id
+        if elsewhere or contact.role == User.Role.STUDENT:
+            raise ValidationError({"allegations_contact": "Name a member of staff of this school."})
+        if contact.staff_roles.filter(role="school_admin", active=True).exists():
+            raise ValidationError({"allegations_contact": "A school admin does not handle cases; name someone else."})
 
     def deadline_minutes(self, level: int) -> int:
         return {1: self.level_1_minutes, 2: self.level_2_minutes, 3: self.level_3_minutes}[level]
@@ -180,7 +195,8 @@ class CaseNote(models.Model):
 
 
 class Suspension(models.Model):
-    """An account suspended from a case, with the reason; `ended` when it was lifted."""
+    """An account suspended from a case, with the reason given (the person is shown it where the school's
+    `tell_reasons` allows, a general notice otherwise); `ended` when it was lifted."""
 
     school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="+")
     user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")

@@ -325,9 +325,15 @@ def test_a_school_admin_sets_screening_rules_and_escalation_for_their_school_onl
         {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5, "allegations_contact": school_b.admin.pk},
     )
     assert "Select a valid choice" in answer.content.decode()
+    settings = {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5}
+    for unsuitable in (school_a.admin, school_a.student):  # the school's admin does not read cases; nor a student
+        answer = client.post(
+            "/admin/moderation/moderationsettings/add/", {**settings, "allegations_contact": unsuitable.pk}
+        )
+        assert answer.status_code == 200
+        assert "allegations_contact" in answer.context["adminform"].form.errors
     answer = client.post(
-        "/admin/moderation/moderationsettings/add/",
-        {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5, "allegations_contact": school_a.admin.pk},
+        "/admin/moderation/moderationsettings/add/", {**settings, "allegations_contact": school_a.moderator.pk}
     )
     assert answer.status_code == 302, answer.content
     assert client.get("/admin/moderation/moderationsettings/add/").status_code == 403  # one per school

@@ -23,7 +23,7 @@ from messaging.models import Message, Mute, Room
 from messaging.services import MessagingError
 from moderation import access, cases
 from moderation.cases import CaseAction, CaseError, escalate_overdue
-from moderation.models import Case, ModerationSettings, Report, ScreeningRule
+from moderation.models import Case, ModerationSettings, Report, ScreeningRule, Suspension
 from moderation.rules import screen_for
 from tests.conftest import SchoolPeople, make_school
 
@@ -105,6 +105,7 @@ class TestOpening:
         case = only_case(message)
         assert (case.level, case.severity) == (3, 4)
         assert access.alerted(case) == {people.safeguarding_lead.pk}
+        cases.wait_for_email()
         assert [m.to for m in mail.outbox] == [["dsl@school.test"]]
         assert "I want to die" not in mail.outbox[0].body  # email leaves the school: no message text
         assert f"/cases/{case.pk}/" in mail.outbox[0].body
@@ -216,7 +217,12 @@ class TestStaffConduct:
         case = only_case(message)
         assert not sees(people.safeguarding_lead, case)
         assert access.audience(case) == set()
-        assert mail.outbox[-1].to == ["head@school.test", "deputy@school.test"]
+        cases.wait_for_email()
+        assert [m.to for m in mail.outbox] == [["head@school.test", "deputy@school.test"]]
+        case.refresh_from_db()
+        assert case.contacts_emailed is not None
+        # The clock does not email them a second time at the deadline.
+        assert escalate_overdue(case.level_since + timedelta(hours=1)).emailed == []
 
 
 class TestHandling:
@@ -244,6 +250,15 @@ class TestHandling:
         with pytest.raises(CaseError) as caught:
             cases.acknowledge(user=people.teacher, case_id=case.pk)
         assert caught.value.code == "case_resolved"
+
+    def test_suspended_or_disabled_staff_are_not_alerted(self, people: SchoolPeople) -> None:
+        case = only_case(post(people.student, class_room(people), "I want to die"))
+        assert access.alerted(case) == {people.safeguarding_lead.pk}
+        User.objects.filter(pk=people.safeguarding_lead.pk).update(suspended=True)
+        assert access.alerted(case) == set()
+        User.objects.filter(pk=people.safeguarding_lead.pk).update(suspended=False, enabled=False)
+        assert access.alerted(case) == set()
+        assert not sees(User.objects.get(pk=people.safeguarding_lead.pk), case)
 
     def test_escalating_by_hand_needs_a_reason_and_moves_it_out_of_the_teachers_sight(
         self, people: SchoolPeople
@@ -275,6 +290,7 @@ class TestClock:
             assert escalate_overdue(later + timedelta(minutes=4)).emailed == []
             assert escalate_overdue(later + timedelta(minutes=5)).emailed == [case.pk]
             assert escalate_overdue(later + timedelta(minutes=60)) == cases.Tick([], [])
+        cases.wait_for_email()
         assert [m.to for m in mail.outbox if "acknowledged" in m.body] == [["head@school.test", "deputy@school.test"]]
         with scopes_disabled():
             automatic = AuditEvent.objects.filter(action="case.escalated", target_id=str(case.pk))
@@ -352,6 +368,26 @@ class TestActions:
             with pytest.raises(MessagingError) as caught:
                 cases.take_action(user=people.teacher, case_id=case.pk, action=action, reason="")
             assert caught.value.code == "reason_required"
+
+    def test_what_was_done_can_be_undone_after_the_case_is_resolved(self, people: SchoolPeople) -> None:
+        case = self.open_case(people)
+        cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.SUSPEND, reason="Threats")
+        with pytest.raises(CaseError) as caught:
+            cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.SUSPEND, reason="Again")
+        assert caught.value.code == "already_suspended"
+        cases.resolve(user=people.moderator, case_id=case.pk, outcome="action_taken")
+        cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.UNSUSPEND, reason="Served")
+        assert User.objects.get(pk=people.student.pk).is_active
+
+    def test_the_suspension_reason_is_shown_only_where_the_school_allows(self, people: SchoolPeople) -> None:
+        case = self.open_case(people)
+        cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.SUSPEND, reason="Threats")
+        student = User.objects.get(pk=people.student.pk)
+        assert cases.suspension_notice(student) == "Threats"
+        with scopes_disabled():
+            ModerationSettings.objects.filter(school=people.school).update(tell_reasons=False)
+            assert Suspension.objects.get(user=student).reason == "Threats"  # kept for the staff
+        assert cases.suspension_notice(student) == "Suspended by staff after a review."
 
     def test_approve_a_held_message(self, people: SchoolPeople) -> None:
         case = self.open_case(people, "add me on snap")

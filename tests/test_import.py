@@ -245,6 +245,17 @@ class TestFirstImport:
 
 
 class TestIdempotence:
+    def test_an_import_leaves_a_suspension_alone(self, tmp_path: Path) -> None:
+        """A student suspended from a moderation case stays suspended, whatever the roster's enabledUser says."""
+        folder = write(tmp_path / "b")
+        assert run(folder)[0] == 0
+        User.objects.filter(username="amy.hill").update(suspended=True)
+        assert run(folder)[0] == 0
+        amy = User.objects.get(username="amy.hill")
+        assert amy.suspended
+        assert amy.enabled
+        assert not amy.is_active
+
     def test_the_same_bundle_twice_changes_nothing(self, tmp_path: Path) -> None:
         folder = write(tmp_path / "b")
         assert run(folder)[0] == 0
