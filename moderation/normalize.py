@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+import numpy as np
+
 # Leetspeak: read as a letter when it touches a letter ("k1ll", "$nap"); "!" and "|" only inside a word,
 # since a word may end with "!".
 LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s", "!": "i", "|": "l"}
@@ -141,7 +143,9 @@ def fold_phrase(phrase: str) -> str:
 # methods and regular expressions, and asks `fold` for the spans only when something was found.
 # tests/test_screening.py holds the two to the same answer.
 
-_INVISIBLE_TABLE = dict.fromkeys(map(ord, INVISIBLE))
+_INVISIBLE = re.compile(f"[{''.join(sorted(INVISIBLE))}]")
+_RUNS = re.compile(r"([a-z])\1+")
+_SPELT_RUN = re.compile(rf"(?<![a-z])[a-z](?: [a-z]){{{SPELT_OUT - 1},}}(?![a-z])")
 _LEET_CHARACTERS = {character: re.compile(re.escape(character)) for character in LEET}
 LETTERS_KEPT = 50_000  # distinct characters whose folding is remembered (a bound on memory)
 
@@ -159,6 +163,11 @@ class _Letters(dict[int, str]):
 
 
 _LETTERS = _Letters({code: chr(code) for code in range(ord("a"), ord("z") + 1)})
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _fold_run(match: re.Match[str]) -> str:
+    return match.group().translate(_LETTERS)
 
 
 def _leet_in_context(match: re.Match[str]) -> str:
@@ -166,46 +175,40 @@ def _leet_in_context(match: re.Match[str]) -> str:
 
 
 def _collapse_runs(text: str) -> str:
-    for letter in "abcdefghijklmnopqrstuvwxyz":
-        double = letter + letter
-        while double in text:  # each pass halves a run: "eeeeeeee" takes three
-            text = text.replace(double, letter)
-    return text
+    """ "heeelp" is "help" (`text` is letters a-z and single spaces)."""
+    if len(text) < 256:
+        return _RUNS.sub(r"\1", text)
+    # A long text at array speed: keep each character that differs from the one before it.
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    keep = np.empty(len(codes), dtype=bool)
+    keep[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep].tobytes().decode("ascii")
 
 
 def quick_fold(original: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     """`fold(original).text` and `.spelt`, without the origins."""
-    text = original.translate(_INVISIBLE_TABLE)
+    text = _INVISIBLE.sub("", original)
     for character, finder in _LEET_CHARACTERS.items():
         if character in text:
             text = finder.sub(_leet_in_context, text)
-    text = text.translate(_LETTERS)  # every character as `fold` reads it, in one pass
-    words = _collapse_runs(" ".join(text.split())).split(" ")
-    if words == [""]:
-        return "", ()
+    if not text.isascii():  # the other characters first, a run at a time, so the rest takes str's ASCII path
+        text = _NOT_ASCII.sub(_fold_run, text)
+    text = text.translate(_LETTERS)  # every character as `fold` reads it
+    text = _collapse_runs(" ".join(text.split()))
     # Runs of one-letter words: "s n a p" is "snap".
-    singles = [index for index, word in enumerate(words) if len(word) == 1]
-    runs: list[tuple[int, int]] = []
-    for index in singles:
-        if runs and runs[-1][1] == index:
-            runs[-1] = (runs[-1][0], index + 1)
-        else:
-            runs.append((index, index + 1))
-    runs = [(start, stop) for start, stop in runs if stop - start >= SPELT_OUT]
-    if not runs:
-        return " ".join(words), ()
-    joined: list[str] = []
+    pieces: list[str] = []
     spelt: list[tuple[int, int]] = []
-    length = -1  # the length of " ".join(joined) so far
-    last = 0
-    for start, stop in runs:
-        for word in words[last:start]:
-            joined.append(word)
-            length += len(word) + 1
-        word = _collapse_runs("".join(words[start:stop]))
-        spelt.append((length + 1, length + 1 + len(word)))
-        joined.append(word)
-        length += len(word) + 1
-        last = stop
-    joined.extend(words[last:])
-    return " ".join(joined), tuple(spelt)
+    length = last = 0  # the length of "".join(pieces); where in `text` the next piece starts
+    for run in _SPELT_RUN.finditer(text):
+        pieces.append(text[last : run.start()])
+        length += run.start() - last
+        word = _collapse_runs(run.group().replace(" ", ""))
+        spelt.append((length, length + len(word)))
+        pieces.append(word)
+        length += len(word)
+        last = run.end()
+    if not spelt:
+        return text, ()
+    pieces.append(text[last:])
+    return "".join(pieces), tuple(spelt)

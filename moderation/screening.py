@@ -214,26 +214,50 @@ def default_screen() -> Screen:
     return Screen.build(CATEGORIES)
 
 
-# Contact details and addresses need a digit or an "@"; the patterns run only around those.
-TRIGGER = re.compile(r"[\d@]+")
-DIGITS = "0123456789"
+# Contact details and addresses need a digit or an "@": each pattern runs only in windows around what
+# it cannot match without (its trigger), so leetspeak digits ("k1ll") do not send every pattern over
+# the whole of a long message.
+TRIGGERS: dict[re.Pattern[str], re.Pattern[str]] = {
+    EMAIL: re.compile(r"@[\w-]+\."),  # an "@" before a domain: leetspeak's "c@t" is not one
+    HANDLE: re.compile(r"(?<![\w@])@\w"),  # an "@" that starts a word
+    PHONE: re.compile(r"\d(?:[\s().+-]{0,2}\d){5}"),  # six digits close together, at least
+    POSTCODE: re.compile(r"\d.{0,2}\d"),  # "SW1A 1AA": two digits within a few characters
+    STREET: re.compile(r"(?<!\w)\d"),  # a house number starts a word
+}
+AT_TRIGGERS = {TRIGGERS[EMAIL], TRIGGERS[HANDLE]}  # the others need a digit
+ANY_TRIGGER = re.compile(r"[\d@]+")  # for a pattern without a trigger of its own
 BEFORE, AFTER = 64, 96  # how far around a trigger a pattern's match can reach
 
 
-def _pattern_matches(text: str, categories: dict[str, Category]) -> list[Match]:
-    if "@" not in text and not any(digit in text for digit in DIGITS):
-        return []
+def _windows(text: str, trigger: re.Pattern[str]) -> list[list[int]]:
     windows: list[list[int]] = []
-    for trigger in TRIGGER.finditer(text):
-        start, end = max(0, trigger.start() - BEFORE), trigger.end() + AFTER
+    for found in trigger.finditer(text):
+        start, end = max(0, found.start() - BEFORE), found.end() + AFTER
         if windows and start <= windows[-1][1]:
             windows[-1][1] = end
         else:
             windows.append([start, end])
+    return windows
+
+
+DIGIT = re.compile(r"\d")
+
+
+def _pattern_matches(text: str, categories: dict[str, Category]) -> list[Match]:
     matches: list[Match] = []
-    for start, end in windows:
-        for key, category in categories.items():
-            for pattern in category.patterns:
+    has_at, has_digit = "@" in text, DIGIT.search(text) is not None
+    if not has_at and not has_digit:
+        return matches  # the common case: nothing any pattern could match
+    windows: dict[re.Pattern[str], list[list[int]]] = {}
+    for key, category in categories.items():
+        for pattern in category.patterns:
+            trigger = TRIGGERS.get(pattern, ANY_TRIGGER)
+            needed = has_at if trigger in AT_TRIGGERS else has_digit or (has_at and trigger is ANY_TRIGGER)
+            if not needed:
+                continue
+            if trigger not in windows:
+                windows[trigger] = _windows(text, trigger)
+            for start, end in windows[trigger]:
                 matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text, start, end))
     return matches
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from io import StringIO
 from typing import Any
@@ -12,7 +13,7 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from moderation.normalize import fold, quick_fold
-from moderation.screening import CATEGORIES, Action, screen_text
+from moderation.screening import CATEGORIES, Action, Match, screen_text
 
 
 @pytest.mark.parametrize(
@@ -195,3 +196,41 @@ def test_a_school_can_flag_profanity_and_it_opens_a_case(school_a: Any) -> None:
     with scopes_disabled():
         case = Case.objects.get(message=flagged.message)
     assert (case.level, case.severity, case.categories) == (1, 1, ["profanity"])
+
+
+def test_patterns_find_in_their_windows_what_they_find_in_the_whole_text() -> None:
+    """Each contact pattern runs only around its trigger; over varied texts (leetspeak digits, numbers,
+    addresses, handles) it finds exactly what it finds running over the whole message."""
+    from moderation.screening import CATEGORIES, _pattern_matches
+
+    rng = random.Random(5)
+    pieces = [
+        "k1ll", "h3ll0", "page 12", "room 4b", "07700 900123", "+44 (0)20 7946 0958", "12 High Street",
+        "221b Baker St", "flat 3, 9 Mill Lane", "SW1A 1AA", "M1 1AE", "ec1a1bb", "me@example.org",
+        "@snap_user", "mail me at a.b@c.co.uk", "c@t", "c@t.", "@ the", "@@x", "x@y.", "@a.b", "question 7 of 10", "1st", "2026", "3.14", "5 6 7 8 9 0 1 2 3",
+        "the", "homework", "is", "due", "on", "friday", "ok", "!", ",", "\n",
+    ]  # fmt: skip
+    for _ in range(400):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(1, 400)))
+        everywhere = {
+            Match(key, m.start(), m.end(), m.group())
+            for key, category in CATEGORIES.items()
+            for pattern in category.patterns
+            for m in pattern.finditer(text)
+        }
+        found = _pattern_matches(text, CATEGORIES)
+        assert len(found) == len(set(found)), text  # windows merge: nothing found twice
+        assert set(found) == everywhere, text
+
+
+def test_long_texts_collapse_repeated_letters_as_short_ones_do() -> None:
+    from moderation.normalize import _RUNS, _collapse_runs
+
+    rng = random.Random(6)
+    for _ in range(200):
+        words = [
+            "".join(rng.choice("aabeeelllo") for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 300))
+        ]
+        text = " ".join(words)
+        assert _collapse_runs(text) == _RUNS.sub(r"\1", text)
+    assert _collapse_runs("heeeelp " * 100) == "help " * 99 + "help "
