@@ -63,8 +63,9 @@ class ModerationSettings(models.Model):
         return "moderation settings"
 
     def clean(self) -> None:
-        """The person named for allegations against staff is a member of staff of the school, and not its
-        admin (who provisions the school and does not read its children's messages)."""
+        """The person named for allegations against staff is a member of staff of the school who can act in
+        any of its rooms (the safeguarding lead, or a moderator of the whole school), and not its admin
+        (who provisions the school and does not read its children's messages)."""
         contact = self.allegations_contact
         if contact is None:
             return
@@ -73,8 +74,19 @@ class ModerationSettings(models.Model):
         elsewhere = self.school_id is not None and contact.school_id != self.school_id
         if elsewhere or contact.role == User.Role.STUDENT:
             raise ValidationError({"allegations_contact": "Name a member of staff of this school."})
-        if contact.staff_roles.filter(role="school_admin", active=True).exists():
+        roles = contact.staff_roles.filter(active=True)
+        if roles.filter(role="school_admin").exists():
             raise ValidationError({"allegations_contact": "A school admin does not handle cases; name someone else."})
+        whole_school = roles.filter(role="safeguarding_lead").exists() or (
+            roles.filter(role="moderator", cohorts__isnull=True).exists()
+        )
+        if not whole_school:
+            raise ValidationError(
+                {
+                    "allegations_contact": "Name the safeguarding lead or a moderator of the whole school: "
+                    "whoever handles these cases must be able to act in any room."
+                }
+            )
 
     def deadline_minutes(self, level: int) -> int:
         return {1: self.level_1_minutes, 2: self.level_2_minutes, 3: self.level_3_minutes}[level]

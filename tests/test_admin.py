@@ -326,7 +326,8 @@ def test_a_school_admin_sets_screening_rules_and_escalation_for_their_school_onl
     )
     assert "Select a valid choice" in answer.content.decode()
     settings = {"level_1_minutes": 20, "level_2_minutes": 10, "level_3_minutes": 5}
-    for unsuitable in (school_a.admin, school_a.student):  # the school's admin does not read cases; nor a student
+    # The school's admin does not read cases; a student cannot; a teacher could not act in every room.
+    for unsuitable in (school_a.admin, school_a.student, school_a.teacher):
         answer = client.post(
             "/admin/moderation/moderationsettings/add/", {**settings, "allegations_contact": unsuitable.pk}
         )

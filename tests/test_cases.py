@@ -200,6 +200,11 @@ class TestStaffConduct:
         case = only_case(message)
         assert {name for name in PERSONAS if sees(getattr(people, name), case)} == {"moderator"}
         assert access.alerted(case) == {people.moderator.pk}
+        # The person named can act on it: hide the message, lock the room.
+        cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.HIDE, reason="Under review")
+        cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.LOCK, reason="Under review")
+        with scopes_disabled():
+            assert Message.objects.get(pk=message.pk).state == Message.State.REMOVED
 
     def test_about_the_safeguarding_lead_themselves(
         self, people: SchoolPeople, django_capture_on_commit_callbacks: Any
