@@ -123,10 +123,17 @@ def level_handlers(case: Case, level: int) -> set[int]:
                 User.objects.filter(pk__in=teachers, enabled=True, suspended=False).values_list("pk", flat=True)
             )
         elif level == 2:
+            # A moderator of the whole school covers every room; one of some cohorts, the rooms the
+            # policy gives them (asked only for those).
+            restricted = set(
+                StaffRole.objects.filter(
+                    school_id=case.school_id, role=StaffRole.Role.MODERATOR, active=True, cohorts__isnull=False
+                ).values_list("user_id", flat=True)
+            )
             people = {
                 moderator.pk
                 for moderator in _staff_with_role(case.school_id, StaffRole.Role.MODERATOR)
-                if policy.readable_rooms(moderator).filter(pk=room.pk).exists()
+                if moderator.pk not in restricted or policy.readable_rooms(moderator).filter(pk=room.pk).exists()
             }
         else:
             people = {lead.pk for lead in _staff_with_role(case.school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
