@@ -185,6 +185,13 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)  # seconds: a mail server that hangs is given up on
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "commonroom@localhost"
 
+# Signed checkpoints of the audit chains (audit.checkpoints), outside the database: the Ed25519 private
+# key that signs them (`manage.py audit_checkpoint --generate-key PATH` makes one), the public key that
+# verifies them (derived from the private key if unset), and the folder the checkpoint files go to.
+COMMONROOM_CHECKPOINT_KEY = env_str("COMMONROOM_CHECKPOINT_KEY") or ""
+COMMONROOM_CHECKPOINT_PUBLIC_KEY = env_str("COMMONROOM_CHECKPOINT_PUBLIC_KEY") or ""
+COMMONROOM_CHECKPOINT_DIR = Path(env_str("COMMONROOM_CHECKPOINT_DIR") or DATA_DIR / "checkpoints")
+
 # The largest roster bundle the admin accepts as an upload (larger ones: the command line).
 ROSTER_UPLOAD_MAX_MB = env_int("ROSTER_UPLOAD_MAX_MB", 200, minimum=1)
 # An uploaded roster bundle may be large; Django streams big uploads to disk.
