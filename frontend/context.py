@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from moderation.access import sees_cases
+from moderation.review import may_review
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
@@ -19,4 +20,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             answer["cases"] = sees_cases(user)
         return answer["cases"]
 
-    return {"sees_cases": cases_link}
+    def review_link() -> bool:
+        if "review" not in answer:
+            answer["review"] = may_review(user)
+        return answer["review"]
+
+    return {"sees_cases": cases_link, "may_review": review_link}

@@ -10,8 +10,10 @@ exist.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from itertools import groupby
 from typing import Any, cast
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -20,6 +22,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 from django_scopes import scopes_disabled
@@ -28,7 +31,8 @@ from classes.models import CohortMembership, CohortStaff, Enrollment, School, St
 from messaging import services
 from messaging.models import Message, PolicyAcceptance
 from moderation import access as case_access
-from moderation import casefile, cases
+from moderation import casefile, cases, review
+from moderation.models import AccessRecord
 
 POLICY_LATER = "policy_later"  # session key: the person chose to read without accepting, for this session
 
@@ -257,3 +261,116 @@ def case(request: HttpRequest, case_id: int) -> HttpResponse:
     except cases.CaseNotFound:
         raise Http404("There is no such case.") from None
     return render(request, "frontend/case.html", {**context, "page": "case"})
+
+
+# -- safeguarding review --------------------------------------------------------------------------------
+
+REVIEW_REASON = "review_reason"  # session key: why the reviewer is looking, and until when it holds
+REVIEW_REASON_MINUTES = 60
+
+
+def _reviewer(request: HttpRequest) -> User:
+    user = _user(request)
+    if not review.may_review(user):
+        raise Http404("There is no such page.")
+    return user
+
+
+def _review_reason(request: HttpRequest) -> review.Reason | None:
+    held = request.session.get(REVIEW_REASON)
+    if not held or held.get("until", 0) < timezone.now().timestamp():
+        return None
+    return review.Reason(held["reason"], held["text"])
+
+
+def _ask_reason(request: HttpRequest) -> HttpResponse:
+    return redirect(f"/review/?next={quote(request.get_full_path())}")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def review_home(request: HttpRequest) -> HttpResponse:
+    """Why are you looking? Asked before any review page, again after an hour; every look records it."""
+    _reviewer(request)
+    error = ""
+    if request.method == "POST":
+        try:
+            reason = review.check_reason(request.POST.get("reason"), request.POST.get("text"))
+        except review.InvalidReview as exc:
+            error = str(exc)
+        else:
+            request.session[REVIEW_REASON] = {
+                "reason": reason.reason,
+                "text": reason.text,
+                "until": (timezone.now() + timedelta(minutes=REVIEW_REASON_MINUTES)).timestamp(),
+            }
+            return redirect(_safe_next(request, "/review/search/"))
+    return render(
+        request,
+        "frontend/review.html",
+        {
+            "reasons": AccessRecord.Reason.choices,
+            "current": _review_reason(request),
+            "error": error,
+            "next": _safe_next(request, ""),
+            "page": "review",
+        },
+    )
+
+
+@require_GET
+@login_required
+def review_search(request: HttpRequest) -> HttpResponse:
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    context: dict[str, Any] = {"page": "review", "reason": reason, "query": request.GET, "searched": bool(request.GET)}
+    if request.GET:
+        try:
+            context["result"] = review.search(user, reason, review.filters_from(request.GET))
+        except review.InvalidReview as exc:
+            context["error"] = str(exc)
+    return render(request, "frontend/review_search.html", context)
+
+
+@require_GET
+@login_required
+def review_message(request: HttpRequest, message_id: int) -> HttpResponse:
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    try:
+        message, lines = review.message_in_context(user, reason, message_id)
+    except review.ReviewNotFound:
+        raise Http404("There is no such message.") from None
+    return render(request, "frontend/review_message.html", {"message": message, "context": lines, "page": "review"})
+
+
+@require_GET
+@login_required
+def review_person(request: HttpRequest, person_id: int) -> HttpResponse:
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    try:
+        person, entries = review.chronology(user, reason, person_id)
+    except review.ReviewNotFound:
+        raise Http404("There is no such person.") from None
+    return render(request, "frontend/review_person.html", {"person": person, "entries": entries, "page": "review"})
+
+
+@require_GET
+@login_required
+def review_access(request: HttpRequest, person_id: int) -> HttpResponse:
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    try:
+        person, looks = review.who_looked(user, reason, person_id)
+    except review.ReviewNotFound:
+        raise Http404("There is no such person.") from None
+    return render(request, "frontend/review_access.html", {"person": person, "looks": looks, "page": "review"})

@@ -78,23 +78,21 @@ class MessageInContext:
     is_subject: bool
 
 
-def open_case(user: User, case_id: Any, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the case page shows; the opening is recorded."""
-    now = now or timezone.now()
-    case = _case(user, case_id)
-    settings = access.settings_for(case.school_id)
+def in_context(message: Message, around: int = CONTEXT) -> list[MessageInContext]:
+    """The messages around `message` in its room, every one with every version of its text (sent, edited,
+    removed, approved, restored) from the audit log. The caller has authorized the reading and records it."""
     with scopes_disabled():
-        around = list(
+        lines = list(
             Message.objects.filter(
-                room_id=case.room_id, seq__gte=case.message.seq - CONTEXT, seq__lte=case.message.seq + CONTEXT
+                room_id=message.room_id, seq__gte=message.seq - around, seq__lte=message.seq + around
             )
             .select_related("author", "removed_by")
             .order_by("seq")
         )
         events = AuditEvent.objects.filter(
-            school_id=case.school_id,
+            school_id=message.school_id,
             target_type="messaging.message",
-            target_id__in=[str(m.pk) for m in around],
+            target_id__in=[str(m.pk) for m in lines],
             action__in=VERSION_ACTIONS,
         ).order_by("chain", "seq")
         versions: dict[str, list[dict[str, Any]]] = {}
@@ -108,6 +106,16 @@ def open_case(user: User, case_id: Any, now: datetime | None = None) -> dict[str
                     "reason": event.payload.get("reason", ""),
                 }
             )
+    return [MessageInContext(m, versions.get(str(m.pk), []), m.pk == message.pk) for m in lines]
+
+
+def open_case(user: User, case_id: Any, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the case page shows; the opening is recorded."""
+    now = now or timezone.now()
+    case = _case(user, case_id)
+    settings = access.settings_for(case.school_id)
+    context = in_context(case.message)
+    with scopes_disabled():
         history = list(
             AuditEvent.objects.filter(school_id=case.school_id, target_type="moderation.case", target_id=str(case.pk))
             .order_by("chain", "seq")
@@ -125,14 +133,14 @@ def open_case(user: User, case_id: Any, now: datetime | None = None) -> dict[str
             actor=user,
             target=case,
             target_label=f"case {case.pk}",
-            payload={"case": case.pk, "messages": [m.pk for m in around]},
+            payload={"case": case.pk, "messages": [line.message.pk for line in context]},
         )
     return {
         "case": case,
         "summary": summary(case, settings),
         "deadline": case.deadline(settings),
         "categories": [category_label(key) for key in case.categories],
-        "context": [MessageInContext(m, versions.get(str(m.pk), []), m.pk == case.message_id) for m in around],
+        "context": context,
         "history": history,
         "reports": reports,
         "notes": notes,

@@ -227,3 +227,33 @@ class Suspension(models.Model):
 
     def __str__(self) -> str:
         return f"suspension of {self.user_id}"
+
+
+class AccessRecord(models.Model):
+    """One look at the review pages (a search, a chronology, an export): who, why, what, and whose
+    messages it showed. "Who looked at this student's messages" reads these."""
+
+    class Reason(models.TextChoices):
+        CONCERN = "concern", "A safeguarding concern about a child"
+        CASE = "case", "Handling a case"
+        ALLEGATION = "allegation", "An allegation against a member of staff"
+        REQUEST = "request", "A request from the police, children's services or another agency"
+        AUDIT = "audit", "Reviewing how the school's safeguarding works"
+        OTHER = "other", "Something else (say what)"
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="+")
+    reviewer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    reason_text = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=32, help_text="What was viewed: search, chronology, access, export.")
+    query = models.JSONField(default=dict, blank=True, help_text="What was asked: the filters, the person.")
+    subjects = models.ManyToManyField(User, blank=True, related_name="+", help_text="Whose messages it showed.")
+    created = models.DateTimeField()
+
+    objects: ClassVar[models.Manager[AccessRecord]] = ScopedManager(school="school")
+
+    class Meta:
+        indexes = [models.Index(fields=["school", "created"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.reviewer_id}"

@@ -1,0 +1,326 @@
+"""Safeguarding review: search, a person's chronology, and who looked, for the safeguarding lead only.
+
+Every look needs a reason (a category, and words for "something else") and is recorded twice: as an
+`AccessRecord` naming whose messages it showed (what "who looked at this student" lists) and as a
+`review.viewed` audit event. Moderators handle cases of their scope on the case pages; they and school
+admins get the same 404 here as anyone else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit.models import AuditEvent
+from audit.services import record
+from classes.models import School, User
+from messaging import policy
+from messaging.models import Message
+from moderation.casefile import MessageInContext, in_context
+from moderation.cases import category_label
+from moderation.models import AccessRecord, Case
+
+PAGE = 50
+REASON_MAX = 500
+
+
+class ReviewNotFound(Exception):
+    """Not a reviewer, or no such person or message in the reviewer's school: one answer for all."""
+
+
+class InvalidReview(Exception):
+    """A reason or a filter that cannot be used; the message says why."""
+
+
+def may_review(user: Any) -> bool:
+    return bool(
+        getattr(user, "is_authenticated", False)
+        and user.is_active
+        and user.school_id is not None
+        and policy.is_safeguarding_lead(user)
+    )
+
+
+def _school(reviewer: User) -> int:
+    return cast(int, reviewer.school_id)  # may_review made sure there is one
+
+
+def _reviewer(user: Any) -> User:
+    if not may_review(user):
+        raise ReviewNotFound
+    return user  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Reason:
+    reason: str
+    text: str = ""
+
+    @property
+    def label(self) -> str:
+        return str(AccessRecord.Reason(self.reason).label)
+
+
+def check_reason(reason: Any, text: Any) -> Reason:
+    words = "" if text is None else str(text).strip()
+    if reason not in AccessRecord.Reason.values:
+        raise InvalidReview("Choose why you are looking.")
+    if reason == AccessRecord.Reason.OTHER and not words:
+        raise InvalidReview("Say why you are looking.")
+    if len(words) > REASON_MAX:
+        raise InvalidReview(f"A reason can be at most {REASON_MAX} characters long.")
+    return Reason(reason, words)
+
+
+def _record(user: User, reason: Reason, kind: str, query: dict[str, Any], subjects: set[int]) -> AccessRecord:
+    now = timezone.now()
+    with transaction.atomic(), scopes_disabled():
+        access = AccessRecord.objects.create(
+            school_id=_school(user),
+            reviewer=user,
+            reason=reason.reason,
+            reason_text=reason.text,
+            kind=kind,
+            query=query,
+            created=now,
+        )
+        access.subjects.set(sorted(subjects))
+        record(
+            "review.viewed",
+            school_id=user.school_id,
+            actor=user,
+            target=access,
+            target_label=kind,
+            payload={
+                "kind": kind,
+                "query": query,
+                "reason": reason.reason,
+                "reason_text": reason.text,
+                "subjects": sorted(subjects),
+            },
+        )
+    return access
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    text: str = ""
+    person: int | None = None
+    room: int | None = None
+    school_class: int | None = None
+    cohort: int | None = None
+    category: str = ""
+    since: date | None = None
+    until: date | None = None
+    page: int = 1
+
+    def as_query(self) -> dict[str, Any]:
+        return {key: str(value) for key, value in self.__dict__.items() if value not in (None, "") and key != "page"}
+
+
+def _day(value: str, name: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidReview(f"{name} is a date such as 2026-11-23.") from None
+
+
+def filters_from(data: Any) -> Filters:
+    """Filters from a query string; bad values get a clear error."""
+
+    def number(name: str) -> int | None:
+        raw = str(data.get(name, "") or "").strip()
+        if not raw:
+            return None
+        found = policy.as_id(raw)
+        if found is None or found < 1:
+            raise InvalidReview(f"{name} is a number.")
+        return found
+
+    text = str(data.get("text", "") or "").strip()
+    if len(text) > 200:
+        raise InvalidReview("Search for at most 200 characters.")
+    page = number("page") or 1
+    return Filters(
+        text=text,
+        person=number("person"),
+        room=number("room"),
+        school_class=number("class"),
+        cohort=number("cohort"),
+        category=str(data.get("category", "") or "").strip()[:32],
+        since=_day(str(data.get("from", "") or ""), "From"),
+        until=_day(str(data.get("to", "") or ""), "To"),
+        page=min(page, 10_000),
+    )
+
+
+def _text_search(messages: QuerySet[Message], text: str) -> QuerySet[Message]:
+    """PostgreSQL: full-text search (English stemming, web-search syntax) on the GIN-indexed vector.
+    SQLite: every word must appear in the body."""
+    if connection.vendor == "postgresql":
+        return messages.extra(  # the expression must be the indexed one (messaging migration 0003)
+            where=["to_tsvector('english'::regconfig, COALESCE(body, '')) @@ websearch_to_tsquery('english', %s)"],
+            params=[text],
+        )
+    for word in text.split():
+        messages = messages.filter(body__icontains=word)
+    return messages
+
+
+def _bounds(school: School, since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
+    zone = ZoneInfo(school.time_zone)
+    start = datetime.combine(since, time.min, tzinfo=zone) if since else None
+    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=zone) if until else None
+    return start, end
+
+
+@dataclass
+class SearchResult:
+    rows: list[tuple[Message, str]]  # each message with the name of its room
+    more: bool
+    page: int
+
+
+def search(user: Any, reason: Reason, filters: Filters) -> SearchResult:
+    """Messages of the school matching the filters, newest first, a page at a time."""
+    reviewer = _reviewer(user)
+    with scopes_disabled():
+        school = School.objects.get(pk=_school(reviewer))
+        messages = Message.objects.filter(school_id=school.pk)
+        if filters.person:
+            messages = messages.filter(author_id=filters.person)
+        if filters.room:
+            messages = messages.filter(room_id=filters.room)
+        if filters.school_class:
+            messages = messages.filter(room__school_class_id=filters.school_class)
+        if filters.cohort:
+            messages = messages.filter(room__cohort_id=filters.cohort)
+        if filters.category:
+            flagged = Case.objects.filter(school_id=school.pk, categories__icontains=f'"{filters.category}"')
+            messages = messages.filter(pk__in=flagged.values("message_id"))
+        start, end = _bounds(school, filters.since, filters.until)
+        if start:
+            messages = messages.filter(created__gte=start)
+        if end:
+            messages = messages.filter(created__lt=end)
+        if filters.text:
+            messages = _text_search(messages, filters.text)
+        offset = (filters.page - 1) * PAGE
+        found = list(
+            messages.select_related("author", "room__school_class", "room__cohort").order_by("-created", "-pk")[
+                offset : offset + PAGE + 1
+            ]
+        )
+    page = found[:PAGE]
+    _record(reviewer, reason, "search", filters.as_query() | {"page": filters.page}, {m.author_id for m in page})
+    return SearchResult([(m, _room_label(m)) for m in page], len(found) > PAGE, filters.page)
+
+
+def _room_label(message: Message) -> str:
+    room = message.room
+    if room.school_class is not None:
+        return room.school_class.title
+    return room.cohort.name if room.cohort is not None else f"Room {room.pk}"
+
+
+def message_in_context(user: Any, reason: Reason, message_id: Any) -> tuple[Message, list[MessageInContext]]:
+    """A message of the school with the conversation around it, every version shown; recorded."""
+    reviewer = _reviewer(user)
+    pk = policy.as_id(message_id)
+    with scopes_disabled():
+        message = (
+            Message.objects.filter(pk=pk, school_id=_school(reviewer)).select_related("room").first()
+            if pk is not None
+            else None
+        )
+    if message is None:
+        raise ReviewNotFound
+    lines = in_context(message, around=10)
+    _record(reviewer, reason, "conversation", {"message": message.pk}, {line.message.author_id for line in lines})
+    return message, lines
+
+
+# -- a person's chronology ---------------------------------------------------------------------------
+
+CHRONOLOGY_ACTIONS = {
+    "message.removed": "A message of theirs was removed by staff",
+    "message.reported": "A message of theirs was reported",
+    "message.approved": "A held message of theirs was approved",
+    "message.restored": "A removed message of theirs was restored",
+    "student.muted": "Muted",
+    "student.unmuted": "Unmuted",
+    "account.suspended": "Account suspended",
+    "account.restored": "Suspension lifted",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    when: datetime
+    what: str
+    detail: str
+    link: str = ""
+
+
+def _person(reviewer: User, person_id: Any) -> User:
+    pk = policy.as_id(person_id)
+    found = User.objects.filter(pk=pk, school_id=_school(reviewer)).first() if pk is not None else None
+    if found is None:
+        raise ReviewNotFound
+    return found
+
+
+def chronology(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[Entry]]:
+    """Everything recorded about a person (a student, or a member of staff for an allegation), in time
+    order: cases about them and how they went, flags and reports of their messages, removals, mutes,
+    suspensions."""
+    reviewer = _reviewer(user)
+    person = _person(reviewer, person_id)
+    entries: list[Entry] = []
+    with scopes_disabled():
+        their_messages = [str(pk) for pk in Message.objects.filter(author=person).values_list("pk", flat=True)]
+        events = AuditEvent.objects.filter(school_id=_school(reviewer), action__in=CHRONOLOGY_ACTIONS).filter(
+            Q(target_type="classes.user", target_id=str(person.pk))
+            | Q(target_type="messaging.message", target_id__in=their_messages)
+        )
+        for event in events.order_by("created"):
+            reason_given = event.payload.get("reason") or event.payload.get("category") or ""
+            detail = f"by {event.actor_label or 'Commonroom'}" + (f": {reason_given}" if reason_given else "")
+            link = f"/review/messages/{event.target_id}/" if event.target_type == "messaging.message" else ""
+            entries.append(Entry(event.created, CHRONOLOGY_ACTIONS[event.action], detail, link))
+        for case in Case.objects.filter(subject=person).select_related("room__school_class", "room__cohort"):
+            labels = ", ".join(category_label(key) for key in case.categories)
+            entries.append(Entry(case.opened, f"Case {case.pk} opened", f"{labels}; severity {case.severity}",
+                                 f"/cases/{case.pk}/"))  # fmt: skip
+            if case.resolved:
+                entries.append(Entry(case.resolved, f"Case {case.pk} resolved", case.get_outcome_display(),
+                                     f"/cases/{case.pk}/"))  # fmt: skip
+    entries.sort(key=lambda entry: entry.when)
+    _record(reviewer, reason, "chronology", {"person": person.pk}, {person.pk})
+    return person, entries
+
+
+def who_looked(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[AccessRecord]]:
+    """Every look at the review pages that showed this person's messages, newest first (itself recorded)."""
+    reviewer = _reviewer(user)
+    person = _person(reviewer, person_id)
+    with scopes_disabled():
+        looks = list(
+            AccessRecord.objects.filter(school_id=_school(reviewer), subjects=person)
+            .select_related("reviewer")
+            .order_by("-created")[:500]
+        )
+    _record(reviewer, reason, "access", {"person": person.pk}, set())
+    return person, looks

@@ -1,0 +1,180 @@
+"""Safeguarding review: only the safeguarding lead, only with a reason, every look recorded."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit.models import AuditEvent
+from classes.models import User
+from messaging import services
+from messaging.models import Message, Room
+from moderation import cases, review
+from moderation.models import AccessRecord, Case
+from tests.conftest import SchoolPeople, make_school
+
+pytestmark = pytest.mark.django_db
+
+NOON = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # in the past: audit events are stamped with the real time
+REASON = review.Reason("concern")
+
+
+@pytest.fixture
+def people(db: Any) -> SchoolPeople:
+    return make_school("Review School", "r", open_class_rooms=True)
+
+
+@pytest.fixture
+def other(db: Any) -> SchoolPeople:
+    return make_school("Other Review School", "q", open_class_rooms=True)
+
+
+def class_room(people: SchoolPeople) -> Room:
+    with scopes_disabled():
+        return Room.objects.get(school_class=people.school_class)
+
+
+def post(user: User, room: Room, body: str, now: datetime = NOON) -> Message:
+    return services.send_message(user=user, room_id=room.pk, client_id=uuid.uuid4(), body=body, now=now).message
+
+
+def client_for(user: User | None, reason: str | None = "concern") -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+        if reason is not None and review.may_review(user):
+            assert client.post("/review/", {"reason": reason, "text": ""}).status_code == 302
+    return client
+
+
+PERSONAS = ("student", "other_student", "teacher", "other_teacher", "aide", "moderator", "admin")
+
+
+def test_only_the_safeguarding_lead_reaches_the_review_pages(people: SchoolPeople, other: SchoolPeople) -> None:
+    message = post(people.student, class_room(people), "hello")
+    pages = [
+        "/review/",
+        "/review/search/?text=hello",
+        f"/review/messages/{message.pk}/",
+        f"/review/people/{people.student.pk}/",
+        f"/review/people/{people.student.pk}/access/",
+    ]
+    for page in pages:
+        assert client_for(people.safeguarding_lead).get(page).status_code == 200, page
+        for name in PERSONAS:
+            assert client_for(getattr(people, name)).get(page).status_code == 404, (name, page)
+        # Another school's lead: the same answer as for something that does not exist.
+        answer = client_for(other.safeguarding_lead).get(page)
+        assert answer.status_code == (200 if page.startswith("/review/search") or page == "/review/" else 404), page
+        assert client_for(None).get(page).status_code == 302  # to sign in
+    found = client_for(other.safeguarding_lead).get("/review/search/?text=hello").content.decode()
+    assert "Nothing matches." in found  # nothing crosses schools
+
+
+def test_a_reason_comes_first_and_is_recorded_with_every_look(people: SchoolPeople) -> None:
+    post(people.student, class_room(people), "the trip is on friday")
+    client = client_for(people.safeguarding_lead, reason=None)
+    answer = client.get("/review/search/?text=trip")
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/review/?next=")
+    refused = client.post("/review/", {"reason": "other", "text": " "})
+    assert "Say why you are looking." in refused.content.decode()
+    client.post("/review/", {"reason": "other", "text": "Parent phoned about the trip"})
+    assert "the trip is on friday" in client.get("/review/search/?text=trip").content.decode()
+    with scopes_disabled():
+        look = AccessRecord.objects.get()
+        assert (look.reason, look.reason_text, look.kind) == ("other", "Parent phoned about the trip", "search")
+        assert list(look.subjects.values_list("pk", flat=True)) == [people.student.pk]
+        event = AuditEvent.objects.get(action="review.viewed")
+    assert event.payload["reason_text"] == "Parent phoned about the trip"
+    assert event.actor_id == people.safeguarding_lead.pk
+
+
+def test_search_filters(people: SchoolPeople) -> None:
+    room = class_room(people)
+    post(people.student, room, "Bullying on the bus again", now=NOON - timedelta(days=3))
+    post(people.teacher, room, "Please be kind on the bus", now=NOON - timedelta(days=1))
+    flagged = post(people.student, room, "nobody likes you", now=NOON)
+    lead = people.safeguarding_lead
+
+    def bodies(**filters: str) -> list[str]:
+        result = review.search(lead, REASON, review.filters_from(filters))
+        return [message.body for message, _ in result.rows]
+
+    assert bodies(text="bus") == ["Please be kind on the bus", "Bullying on the bus again"]  # newest first
+    assert bodies(text="bus", person=str(people.student.pk)) == ["Bullying on the bus again"]
+    assert bodies(category="bullying") == [flagged.body]
+    day = (NOON - timedelta(days=1)).date().isoformat()
+    assert bodies(**{"from": day, "to": day}) == ["Please be kind on the bus"]
+    assert bodies(room=str(room.pk), text="kind") == ["Please be kind on the bus"]
+    with pytest.raises(review.InvalidReview):
+        review.filters_from({"from": "yesterday"})
+    with pytest.raises(review.InvalidReview):
+        review.filters_from({"person": "me"})
+
+
+def test_search_pages_newest_first(people: SchoolPeople) -> None:
+    room = class_room(people)
+    for n in range(review.PAGE + 5):
+        post(people.teacher, room, f"note {n}", now=NOON + timedelta(seconds=n))
+    first = review.search(people.safeguarding_lead, REASON, review.filters_from({"text": "note"}))
+    assert first.more
+    assert first.rows[0][0].body == f"note {review.PAGE + 4}"
+    second = review.search(people.safeguarding_lead, REASON, review.filters_from({"text": "note", "page": "2"}))
+    assert [m.body for m, _ in second.rows] == [f"note {n}" for n in range(4, -1, -1)]
+    assert not second.more
+
+
+def test_a_chronology_and_who_looked(people: SchoolPeople) -> None:
+    room = class_room(people)
+    message = post(people.student, room, "nobody likes you", now=NOON)
+    with scopes_disabled():
+        case = Case.objects.get(message=message)
+    services.mute(user=people.teacher, room_id=room.pk, student_id=people.student.pk, reason="Cool off", now=NOON)
+    cases.take_action(user=people.teacher, case_id=case.pk, action="hide_message", reason="Unkind")
+    cases.resolve(user=people.teacher, case_id=case.pk, outcome="spoken_to")
+    person, entries = review.chronology(people.safeguarding_lead, REASON, people.student.pk)
+    assert person == people.student
+    what = [entry.what for entry in entries]
+    assert what[0] == f"Case {case.pk} opened"
+    assert {"Muted", "A message of theirs was removed by staff", f"Case {case.pk} resolved"} <= set(what)
+    assert [entry.when for entry in entries] == sorted(entry.when for entry in entries)
+    _, looks = review.who_looked(people.safeguarding_lead, review.Reason("audit"), people.student.pk)
+    assert [(look.kind, look.reason) for look in looks] == [("chronology", "concern")]
+    with pytest.raises(review.ReviewNotFound):
+        review.chronology(people.moderator, REASON, people.student.pk)
+
+
+def test_a_conversation_shows_every_version(people: SchoolPeople, other: SchoolPeople) -> None:
+    room = class_room(people)
+    message = post(people.student, room, "first words", now=timezone.now())
+    services.edit_message(user=people.student, message_id=message.pk, body="second words")
+    services.remove_message(user=people.student, message_id=message.pk)
+    page = client_for(people.safeguarding_lead).get(f"/review/messages/{message.pk}/").content.decode()
+    assert "first words" in page
+    assert "second words" in page
+    with pytest.raises(review.ReviewNotFound):
+        review.message_in_context(other.safeguarding_lead, REASON, message.pk)
+
+
+@pytest.mark.postgres
+def test_full_text_search_uses_the_gin_index_on_postgresql(people: SchoolPeople) -> None:
+    post(people.student, class_room(people), "We were bullied at lunch")
+    result = review.search(people.safeguarding_lead, REASON, review.filters_from({"text": "bullying"}))
+    assert [m.body for m, _ in result.rows] == ["We were bullied at lunch"]  # English stemming
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT id FROM messaging_message WHERE to_tsvector('english'::regconfig, COALESCE(body, '')) "
+            "@@ websearch_to_tsquery('english', 'bully')"
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("SET enable_seqscan = on")
+    assert "message_body_search" in plan
