@@ -21,4 +21,7 @@ urlpatterns = [
     path("review/messages/<int:message_id>/", views.review_message, name="review_message"),
     path("review/people/<int:person_id>/", views.review_person, name="review_person"),
     path("review/people/<int:person_id>/access/", views.review_access, name="review_access"),
+    path("review/export/search/", views.review_export, {"kind": "search"}, name="review_export_search"),
+    path("review/export/cases/<int:pk>/", views.review_export, {"kind": "case"}, name="review_export_case"),
+    path("review/export/people/<int:pk>/", views.review_export, {"kind": "person"}, name="review_export_person"),
 ]

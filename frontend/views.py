@@ -31,7 +31,7 @@ from classes.models import CohortMembership, CohortStaff, Enrollment, School, St
 from messaging import services
 from messaging.models import Message, PolicyAcceptance
 from moderation import access as case_access
-from moderation import casefile, cases, review
+from moderation import casefile, cases, exports, review
 from moderation.models import AccessRecord
 
 POLICY_LATER = "policy_later"  # session key: the person chose to read without accepting, for this session
@@ -374,3 +374,31 @@ def review_access(request: HttpRequest, person_id: int) -> HttpResponse:
     except review.ReviewNotFound:
         raise Http404("There is no such person.") from None
     return render(request, "frontend/review_access.html", {"person": person, "looks": looks, "page": "review"})
+
+
+EXPORTS = {
+    "search": lambda user, reason, request, fmt, pk: exports.export_search(
+        user, reason, review.filters_from(request.GET), fmt
+    ),
+    "case": lambda user, reason, request, fmt, pk: exports.export_case(user, reason, pk, fmt),
+    "person": lambda user, reason, request, fmt, pk: exports.export_chronology(user, reason, pk, fmt),
+}
+
+
+@require_GET
+@login_required
+def review_export(request: HttpRequest, kind: str, pk: int | None = None) -> HttpResponse:
+    """A ZIP of the data (CSV, JSON, or PDF for a case) and its manifest; recorded like any look."""
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    try:
+        name, body = EXPORTS[kind](user, reason, request, request.GET.get("format", "csv"), pk)
+    except (review.ReviewNotFound, KeyError):
+        raise Http404("There is no such thing to export.") from None
+    except (review.InvalidReview, exports.InvalidExport) as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(body, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

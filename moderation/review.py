@@ -52,7 +52,7 @@ def _school(reviewer: User) -> int:
     return cast(int, reviewer.school_id)  # may_review made sure there is one
 
 
-def _reviewer(user: Any) -> User:
+def reviewer_of(user: Any) -> User:
     if not may_review(user):
         raise ReviewNotFound
     return user  # type: ignore[no-any-return]
@@ -79,7 +79,7 @@ def check_reason(reason: Any, text: Any) -> Reason:
     return Reason(reason, words)
 
 
-def _record(user: User, reason: Reason, kind: str, query: dict[str, Any], subjects: set[int]) -> AccessRecord:
+def record_look(user: User, reason: Reason, kind: str, query: dict[str, Any], subjects: set[int]) -> AccessRecord:
     now = timezone.now()
     with transaction.atomic(), scopes_disabled():
         access = AccessRecord.objects.create(
@@ -193,9 +193,8 @@ class SearchResult:
     page: int
 
 
-def search(user: Any, reason: Reason, filters: Filters) -> SearchResult:
-    """Messages of the school matching the filters, newest first, a page at a time."""
-    reviewer = _reviewer(user)
+def matching(reviewer: User, filters: Filters) -> QuerySet[Message]:
+    """The school's messages that match the filters, newest first."""
     with scopes_disabled():
         school = School.objects.get(pk=_school(reviewer))
         messages = Message.objects.filter(school_id=school.pk)
@@ -217,18 +216,21 @@ def search(user: Any, reason: Reason, filters: Filters) -> SearchResult:
             messages = messages.filter(created__lt=end)
         if filters.text:
             messages = _text_search(messages, filters.text)
-        offset = (filters.page - 1) * PAGE
-        found = list(
-            messages.select_related("author", "room__school_class", "room__cohort").order_by("-created", "-pk")[
-                offset : offset + PAGE + 1
-            ]
-        )
+        return messages.select_related("author", "room__school_class", "room__cohort").order_by("-created", "-pk")
+
+
+def search(user: Any, reason: Reason, filters: Filters) -> SearchResult:
+    """Messages of the school matching the filters, newest first, a page at a time."""
+    reviewer = reviewer_of(user)
+    offset = (filters.page - 1) * PAGE
+    with scopes_disabled():
+        found = list(matching(reviewer, filters)[offset : offset + PAGE + 1])
     page = found[:PAGE]
-    _record(reviewer, reason, "search", filters.as_query() | {"page": filters.page}, {m.author_id for m in page})
-    return SearchResult([(m, _room_label(m)) for m in page], len(found) > PAGE, filters.page)
+    record_look(reviewer, reason, "search", filters.as_query() | {"page": filters.page}, {m.author_id for m in page})
+    return SearchResult([(m, room_label(m)) for m in page], len(found) > PAGE, filters.page)
 
 
-def _room_label(message: Message) -> str:
+def room_label(message: Message) -> str:
     room = message.room
     if room.school_class is not None:
         return room.school_class.title
@@ -237,7 +239,7 @@ def _room_label(message: Message) -> str:
 
 def message_in_context(user: Any, reason: Reason, message_id: Any) -> tuple[Message, list[MessageInContext]]:
     """A message of the school with the conversation around it, every version shown; recorded."""
-    reviewer = _reviewer(user)
+    reviewer = reviewer_of(user)
     pk = policy.as_id(message_id)
     with scopes_disabled():
         message = (
@@ -248,7 +250,7 @@ def message_in_context(user: Any, reason: Reason, message_id: Any) -> tuple[Mess
     if message is None:
         raise ReviewNotFound
     lines = in_context(message, around=10)
-    _record(reviewer, reason, "conversation", {"message": message.pk}, {line.message.author_id for line in lines})
+    record_look(reviewer, reason, "conversation", {"message": message.pk}, {line.message.author_id for line in lines})
     return message, lines
 
 
@@ -274,7 +276,7 @@ class Entry:
     link: str = ""
 
 
-def _person(reviewer: User, person_id: Any) -> User:
+def person_of(reviewer: User, person_id: Any) -> User:
     pk = policy.as_id(person_id)
     found = User.objects.filter(pk=pk, school_id=_school(reviewer)).first() if pk is not None else None
     if found is None:
@@ -286,41 +288,59 @@ def chronology(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[En
     """Everything recorded about a person (a student, or a member of staff for an allegation), in time
     order: cases about them and how they went, flags and reports of their messages, removals, mutes,
     suspensions."""
-    reviewer = _reviewer(user)
-    person = _person(reviewer, person_id)
+    reviewer = reviewer_of(user)
+    person = person_of(reviewer, person_id)
+    entries, _ = chronology_of(reviewer, person)
+    record_look(reviewer, reason, "chronology", {"person": person.pk}, {person.pk})
+    return person, entries
+
+
+def chronology_of(reviewer: User, person: User) -> tuple[list[Entry], list[AuditEvent]]:
+    """A person's chronology, and the audit events it comes from (for an export's manifest)."""
     entries: list[Entry] = []
     with scopes_disabled():
         their_messages = [str(pk) for pk in Message.objects.filter(author=person).values_list("pk", flat=True)]
-        events = AuditEvent.objects.filter(school_id=_school(reviewer), action__in=CHRONOLOGY_ACTIONS).filter(
-            Q(target_type="classes.user", target_id=str(person.pk))
-            | Q(target_type="messaging.message", target_id__in=their_messages)
+        events = list(
+            AuditEvent.objects.filter(school_id=_school(reviewer), action__in=CHRONOLOGY_ACTIONS)
+            .filter(
+                Q(target_type="classes.user", target_id=str(person.pk))
+                | Q(target_type="messaging.message", target_id__in=their_messages)
+            )
+            .order_by("created")
         )
-        for event in events.order_by("created"):
+        for event in events:
             reason_given = event.payload.get("reason") or event.payload.get("category") or ""
             detail = f"by {event.actor_label or 'Commonroom'}" + (f": {reason_given}" if reason_given else "")
             link = f"/review/messages/{event.target_id}/" if event.target_type == "messaging.message" else ""
             entries.append(Entry(event.created, CHRONOLOGY_ACTIONS[event.action], detail, link))
-        for case in Case.objects.filter(subject=person).select_related("room__school_class", "room__cohort"):
+        their_cases = list(Case.objects.filter(subject=person))
+        for case in their_cases:
             labels = ", ".join(category_label(key) for key in case.categories)
-            entries.append(Entry(case.opened, f"Case {case.pk} opened", f"{labels}; severity {case.severity}",
-                                 f"/cases/{case.pk}/"))  # fmt: skip
+            link = f"/cases/{case.pk}/"
+            entries.append(Entry(case.opened, f"Case {case.pk} opened", f"{labels}; severity {case.severity}", link))
             if case.resolved:
-                entries.append(Entry(case.resolved, f"Case {case.pk} resolved", case.get_outcome_display(),
-                                     f"/cases/{case.pk}/"))  # fmt: skip
+                entries.append(Entry(case.resolved, f"Case {case.pk} resolved", case.get_outcome_display(), link))
+        events += list(
+            AuditEvent.objects.filter(
+                school_id=_school(reviewer),
+                target_type="moderation.case",
+                target_id__in=[str(case.pk) for case in their_cases],
+                action__in=["case.opened", "case.resolved"],
+            )
+        )
     entries.sort(key=lambda entry: entry.when)
-    _record(reviewer, reason, "chronology", {"person": person.pk}, {person.pk})
-    return person, entries
+    return entries, events
 
 
 def who_looked(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[AccessRecord]]:
     """Every look at the review pages that showed this person's messages, newest first (itself recorded)."""
-    reviewer = _reviewer(user)
-    person = _person(reviewer, person_id)
+    reviewer = reviewer_of(user)
+    person = person_of(reviewer, person_id)
     with scopes_disabled():
         looks = list(
             AccessRecord.objects.filter(school_id=_school(reviewer), subjects=person)
             .select_related("reviewer")
             .order_by("-created")[:500]
         )
-    _record(reviewer, reason, "access", {"person": person.pk}, set())
+    record_look(reviewer, reason, "access", {"person": person.pk}, set())
     return person, looks

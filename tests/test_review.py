@@ -178,3 +178,111 @@ def test_full_text_search_uses_the_gin_index_on_postgresql(people: SchoolPeople)
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("SET enable_seqscan = on")
     assert "message_body_search" in plan
+
+
+def unzip(body: bytes) -> dict[str, bytes]:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def verify_export(body: bytes, tmp_path: Any) -> tuple[int, str]:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    path = tmp_path / "export.zip"
+    path.write_bytes(body)
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("audit_verify_export", str(path), stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), err.getvalue()
+    return 0, out.getvalue()
+
+
+class TestExports:
+    def test_a_search_export_carries_a_manifest_that_verifies(self, people: SchoolPeople, tmp_path: Any) -> None:
+        import csv
+        import hashlib
+        import io
+        import json
+
+        room = class_room(people)
+        first = post(people.student, room, "the bus was late")
+        post(people.teacher, room, "the bus leaves at four")
+        answer = client_for(people.safeguarding_lead).get("/review/export/search/?text=bus&format=csv")
+        assert answer.status_code == 200
+        assert answer["Content-Type"] == "application/zip"
+        files = unzip(answer.content)
+        assert set(files) == {"search.csv", "manifest.json"}
+        rows = list(csv.DictReader(io.StringIO(files["search.csv"].decode())))
+        assert [row["body"] for row in rows] == ["the bus leaves at four", "the bus was late"]
+        manifest = json.loads(files["manifest.json"])
+        assert manifest["data_sha256"] == hashlib.sha256(files["search.csv"]).hexdigest()
+        with scopes_disabled():
+            sent = AuditEvent.objects.get(action="message.sent", target_id=str(first.pk))
+            export_event = AuditEvent.objects.filter(action="review.viewed").latest("seq")
+        assert {"seq": sent.seq, "hash": sent.hash} in [
+            {"seq": e["seq"], "hash": e["hash"]} for e in manifest["events"]
+        ]
+        assert manifest["head"] == {"seq": export_event.seq, "hash": export_event.hash}  # the export's own event
+        assert export_event.payload["kind"] == "export"
+        assert verify_export(answer.content, tmp_path)[0] == 0
+
+    def test_a_changed_export_or_a_rewritten_event_does_not_verify(self, people: SchoolPeople, tmp_path: Any) -> None:
+        import io
+        import zipfile
+
+        from tests.test_audit import _raw
+
+        message = post(people.student, class_room(people), "the bus was late")
+        body = client_for(people.safeguarding_lead).get("/review/export/search/?text=bus&format=json").content
+        files = unzip(body)
+        changed = io.BytesIO()
+        with zipfile.ZipFile(changed, "w") as archive:
+            archive.writestr("search.json", files["search.json"].replace(b"late", b"early"))
+            archive.writestr("manifest.json", files["manifest.json"])
+        code, err = verify_export(changed.getvalue(), tmp_path)
+        assert code == 1
+        assert "search.json was changed after export" in err
+        with scopes_disabled():
+            sent = AuditEvent.objects.get(action="message.sent", target_id=str(message.pk))
+        _raw("UPDATE audit_auditevent SET hash = %s WHERE id = %s", ["0" * 64, sent.pk])
+        code, err = verify_export(body, tmp_path)
+        assert code == 1
+        assert "holds another event than the one exported" in err
+
+    def test_a_case_as_a_pdf_and_a_chronology_as_json(self, people: SchoolPeople) -> None:
+        import json
+
+        message = post(people.student, class_room(people), "nobody likes you")
+        with scopes_disabled():
+            case = Case.objects.get(message=message)
+        client = client_for(people.safeguarding_lead)
+        pdf = unzip(client.get(f"/review/export/cases/{case.pk}/?format=pdf").content)
+        assert pdf[f"case-{case.pk}.pdf"].startswith(b"%PDF")
+        chronology = unzip(client.get(f"/review/export/people/{people.student.pk}/?format=json").content)
+        records = json.loads(chronology["chronology.json"])["records"]
+        assert records[0]["what"] == f"Case {case.pk} opened"
+        assert client.get(f"/review/export/cases/{case.pk}/?format=docx").status_code == 400
+        with scopes_disabled():
+            kinds = list(AccessRecord.objects.filter(kind="export").values_list("query__export", flat=True))
+        assert sorted(kinds) == ["case", "chronology"]
+
+    def test_only_the_safeguarding_lead_exports(self, people: SchoolPeople, other: SchoolPeople) -> None:
+        message = post(people.student, class_room(people), "nobody likes you")
+        with scopes_disabled():
+            case = Case.objects.get(message=message)
+        pages = [
+            "/review/export/search/?format=csv",
+            f"/review/export/cases/{case.pk}/?format=pdf",
+            f"/review/export/people/{people.student.pk}/?format=csv",
+        ]
+        for page in pages:
+            for name in PERSONAS:  # the moderator handles the case, but does not export it
+                assert client_for(getattr(people, name)).get(page).status_code == 404, (name, page)
+        assert client_for(other.safeguarding_lead).get(pages[1]).status_code == 404
+        assert client_for(other.safeguarding_lead).get(pages[2]).status_code == 404
