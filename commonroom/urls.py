@@ -18,6 +18,7 @@ urlpatterns = [
     path("cases/<int:case_id>/", views.case, name="case"),
     path("review/", views.review_home, name="review"),
     path("review/search/", views.review_search, name="review_search"),
+    path("review/dashboard/", views.review_dashboard, name="review_dashboard"),
     path("review/messages/<int:message_id>/", views.review_message, name="review_message"),
     path("review/people/<int:person_id>/", views.review_person, name="review_person"),
     path("review/people/<int:person_id>/access/", views.review_access, name="review_access"),

@@ -32,6 +32,7 @@ from messaging import services
 from messaging.models import Message, PolicyAcceptance
 from moderation import access as case_access
 from moderation import casefile, cases, exports, review
+from moderation.dashboard import dashboard
 from moderation.models import AccessRecord
 
 POLICY_LATER = "policy_later"  # session key: the person chose to read without accepting, for this session
@@ -402,3 +403,13 @@ def review_export(request: HttpRequest, kind: str, pk: int | None = None) -> Htt
     response = HttpResponse(body, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+@require_GET
+@login_required
+def review_dashboard(request: HttpRequest) -> HttpResponse:
+    user = _reviewer(request)
+    reason = _review_reason(request)
+    if reason is None:
+        return _ask_reason(request)
+    return render(request, "frontend/review_dashboard.html", {**dashboard(user, reason), "page": "review"})

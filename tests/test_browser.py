@@ -648,3 +648,18 @@ def test_hiding_a_message_from_its_case(browser: Browser, servers: list[int], pe
     expect(teacher.locator(".flash")).to_have_text("Done.")
     expect(student.locator("#messages li.message")).to_contain_text("Removed by staff: Unkind to a classmate")
     expect(teacher.locator(".history")).to_contain_text("case.action")
+
+
+def test_the_review_pages_ask_why_first(browser: Browser, servers: list[int], people: SchoolPeople, room: Room) -> None:
+    say(people.student, room, "the bus was late again")
+    context = signed_in(browser, servers[0], people.safeguarding_lead)
+    page = open_page(context, f"{base(servers[0])}/review/search/?text=bus")
+    expect(page.get_by_role("heading", name="Safeguarding review")).to_be_visible()  # the reason comes first
+    accessible(page)
+    page.get_by_label("Handling a case").check()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("ol.results li")).to_contain_text("the bus was late again")
+    accessible(page)
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_role("heading", name="Safeguarding dashboard")).to_be_visible()
+    accessible(page)

@@ -286,3 +286,28 @@ class TestExports:
                 assert client_for(getattr(people, name)).get(page).status_code == 404, (name, page)
         assert client_for(other.safeguarding_lead).get(pages[1]).status_code == 404
         assert client_for(other.safeguarding_lead).get(pages[2]).status_code == 404
+
+
+def test_the_dashboard_counts_without_showing_messages(people: SchoolPeople) -> None:
+    from moderation.dashboard import dashboard
+
+    room = class_room(people)
+    now = timezone.now()
+    post(people.student, room, "nobody likes you", now=now - timedelta(days=8))
+    second = post(people.student, room, "I want to die", now=now - timedelta(hours=1))
+    with scopes_disabled():
+        urgent = Case.objects.get(message=second)
+    cases.acknowledge(user=people.safeguarding_lead, case_id=urgent.pk, now=urgent.level_since + timedelta(minutes=9))
+    board = dashboard(people.safeguarding_lead, REASON, now=now)
+    assert [(row["level"], row["count"]) for row in board["open_levels"]] == [(1, 1), (2, 0), (3, 1)]
+    weekly = {bar.label: bar.value for bar in board["cases_chart"]["bars"]}
+    assert (weekly["this week"], weekly["1 wk ago"]) == (1, 1)
+    counts = dict(board["categories"])
+    assert (counts["Bullying or harassment"], counts["Self-harm or suicide risk"]) == (1, 1)
+    assert board["rooms"] == [(people.school_class.title, 2)]
+    level_3 = board["acknowledge"][2]
+    assert (level_3["cases"], level_3["median"], level_3["deadline"], level_3["late"]) == (1, 9.0, 5, 1)
+    page = client_for(people.safeguarding_lead).get("/review/dashboard/").content.decode()
+    assert "Cases opened per week" in page
+    assert "I want to die" not in page
+    assert client_for(people.moderator).get("/review/dashboard/").status_code == 404
