@@ -326,10 +326,15 @@ def review_search(request: HttpRequest) -> HttpResponse:
     reason = _review_reason(request)
     if reason is None:
         return _ask_reason(request)
-    context: dict[str, Any] = {"page": "review", "reason": reason, "query": request.GET, "searched": bool(request.GET)}
+    events = request.GET.get("in") == "events"
+    context: dict[str, Any] = {"page": "review", "reason": reason, "query": request.GET, "events": events}
     if request.GET:
         try:
-            context["result"] = review.search(user, reason, review.filters_from(request.GET))
+            filters = review.filters_from(request.GET)
+            if events:
+                context["event_result"] = review.search_events(user, reason, filters)
+            else:
+                context["result"] = review.search(user, reason, filters)
         except review.InvalidReview as exc:
             context["error"] = str(exc)
     return render(request, "frontend/review_search.html", context)

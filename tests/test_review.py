@@ -311,3 +311,21 @@ def test_the_dashboard_counts_without_showing_messages(people: SchoolPeople) -> 
     assert "Cases opened per week" in page
     assert "I want to die" not in page
     assert client_for(people.moderator).get("/review/dashboard/").status_code == 404
+
+
+def test_audit_events_are_searched_too(people: SchoolPeople, other: SchoolPeople) -> None:
+    room = class_room(people)
+    services.mute(user=people.teacher, room_id=room.pk, student_id=people.student.pk, reason="Shouting", now=NOON)
+    services.lock_room(user=other.teacher, room_id=class_room(other).pk, reason="Shouting too", now=NOON)
+    lead = people.safeguarding_lead
+    found = review.search_events(lead, REASON, review.filters_from({"text": "shouting"}))
+    assert [e.action for e in found.events] == ["student.muted"]  # this school's only
+    about = review.search_events(lead, REASON, review.filters_from({"person": str(people.student.pk)}))
+    assert "student.muted" in [e.action for e in about.events]
+    rooms = review.search_events(lead, REASON, review.filters_from({"category": "room."}))
+    assert all(e.action.startswith("room.") for e in rooms.events)
+    page = client_for(lead).get("/review/search/?in=events&text=shouting").content.decode()
+    assert "student.muted" in page
+    with scopes_disabled():
+        look = AccessRecord.objects.filter(kind="event search").latest("created")
+        assert people.student.pk in set(look.subjects.values_list("pk", flat=True))
