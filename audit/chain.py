@@ -100,3 +100,31 @@ def event_hash(
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()
+
+
+Row = tuple[Any, ...]  # (seq, created, school_id, actor_id, actor_label, action, target_type, target_id,
+#                        target_label, payload, prev_hash, stored_hash), as `audit.services` reads them
+
+
+def first_altered(chain: str, rows: list[Row]) -> int | None:
+    """The index of the first row whose stored hash is not the hash of its content, or None.
+
+    Pure, so that it can run in a worker process: verifying a long chain hashes its rows on every core."""
+    for index, (_seq, created, school_id, actor_id, actor_label, action, target_type, target_id, target_label,
+                payload, prev_hash, stored_hash) in enumerate(rows):  # fmt: skip
+        recomputed = event_hash(
+            chain=chain,
+            created=created,
+            school_id=school_id,
+            actor_id=actor_id,
+            actor_label=actor_label,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            target_label=target_label,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+        if recomputed != stored_hash:
+            return index
+    return None

@@ -8,16 +8,19 @@ or fail together; they refuse to run outside one.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from multiprocessing import get_context
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, clean_payload, event_hash
+from audit.chain import GENESIS_HASH, clean_payload, event_hash, first_altered
 from audit.models import AuditChainHead, AuditEvent, chain_for_school
 from commonroom.db import insert_rows
 
@@ -185,6 +188,44 @@ def _rows(chain: str) -> Iterator[tuple[Any, ...]]:
     return AuditEvent.all_chains.filter(chain=chain).order_by("seq").values_list(*_FIELDS).iterator(chunk_size=5000)
 
 
+CHUNK = 10_000  # rows hashed at a time
+PARALLEL_FROM = 50_000  # events: a shorter chain is faster in this process than by starting workers
+
+
+class _Hasher:
+    """Recomputes the hashes of a chain's rows a chunk at a time: in this process for a short chain, in a
+    pool of worker processes (one per core) for a long one, while this process goes on reading rows.
+    `first_altered()` answers the position in the chain of the first row whose content does not match its
+    hash. Workers are spawned, not forked, so they never share this process's database connection."""
+
+    def __init__(self, chain: str, parallel: bool) -> None:
+        self.chain = chain
+        self.pool: ProcessPoolExecutor | None = None
+        if parallel:
+            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=get_context("spawn"))
+        self.pending: list[tuple[int, Future[int | None]]] = []
+        self.found: int | None = None  # the row number (from 0) of the first altered row, once known
+
+    def add(self, start: int, rows: list[tuple[Any, ...]]) -> None:
+        if self.pool is None:
+            bad = first_altered(self.chain, rows)
+            if bad is not None and self.found is None:
+                self.found = start + bad
+            return
+        self.pending.append((start, self.pool.submit(first_altered, self.chain, rows)))
+
+    def first_altered(self) -> int | None:
+        for start, future in self.pending:  # in order: the first answer found is the earliest
+            bad = future.result()
+            if bad is not None:
+                return start + bad
+        return self.found
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
 def _broken_link(chain: str, seq: int, event_id: int, prev_hash: str, previous_seq: int) -> Finding:
     """Name what a link that does not point at the event before it means."""
     target = AuditEvent.all_chains.filter(chain=chain, hash=prev_hash).values_list("id", "seq").first()
@@ -215,50 +256,76 @@ def _broken_link(chain: str, seq: int, event_id: int, prev_hash: str, previous_s
 
 
 def verify_chain(chain: str) -> ChainReport:
-    """Recompute one chain and report the first problem, if any."""
+    """Recompute one chain and report the first problem, if any.
+
+    Positions and links are checked here, row by row; the hashes of the rows' contents are recomputed by
+    `_Hasher`, on every core for a long chain. A problem is reported at the first row where any check
+    fails, in the order: position, content, link."""
+    head = AuditChainHead.objects.filter(chain=chain).values_list("seq", flat=True).first() or 0
+    hasher = _Hasher(chain, parallel=head >= PARALLEL_FROM)
+    try:
+        count, link_problem, last_seq, last_hash = _walk(chain, hasher)
+        altered = hasher.first_altered()
+    finally:
+        hasher.close()
+    # At the same row, a link is checked after the content (a row with a changed position is not hashed).
+    if altered is not None and (link_problem is None or altered <= link_problem[0]):
+        event_id, seq = _at_row(chain, altered)
+        finding = Finding(chain, Problem.ALTERED, seq, event_id, "its content does not match its hash")
+        return ChainReport(chain, altered + 1, finding)
+    if link_problem is not None:
+        return ChainReport(chain, link_problem[0] + 1, link_problem[1])
+    return _check_head(chain, count, last_seq, last_hash)
+
+
+def _at_row(chain: str, row: int) -> tuple[int, int]:
+    """The id and position of the chain's row number `row` (from 0), in order of position."""
+    found = AuditEvent.all_chains.filter(chain=chain).order_by("seq").values_list("id", "seq")[row]
+    return int(found[0]), int(found[1])
+
+
+def _walk(chain: str, hasher: _Hasher) -> tuple[int, tuple[int, Finding] | None, int, str]:
+    """Read the chain in order, checking positions and links and handing rows to `hasher`.
+
+    Answers how many rows were read, the first position or link problem (with its row number), and the last
+    position and stored hash (for the head check)."""
     expected_seq = 1
     prev = GENESIS_HASH
     count = 0
+    chunk: list[tuple[Any, ...]] = []
     for row in _rows(chain):
         (event_id, _chain, seq, created, school_id, actor_id, actor_label, action,
          target_type, target_id, target_label, payload, prev_hash, stored_hash) = row  # fmt: skip
-        count += 1
         if seq != expected_seq:
-            if prev_hash != prev:
-                return ChainReport(
-                    chain,
-                    count,
-                    Finding(
-                        chain, Problem.MISSING, expected_seq, None, f"positions {expected_seq} to {seq - 1} are gone"
-                    ),
-                )
-            return ChainReport(
-                chain,
-                count,
-                Finding(chain, Problem.ALTERED, seq, event_id, f"its position was changed from {expected_seq}"),
+            finding = (
+                Finding(chain, Problem.MISSING, expected_seq, None, f"positions {expected_seq} to {seq - 1} are gone")
+                if prev_hash != prev
+                else Finding(chain, Problem.ALTERED, seq, event_id, f"its position was changed from {expected_seq}")
             )
-        recomputed = event_hash(
-            chain=chain,
-            created=created,
-            school_id=school_id,
-            actor_id=actor_id,
-            actor_label=actor_label,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            target_label=target_label,
-            payload=payload,
-            prev_hash=prev_hash,
-        )
-        if recomputed != stored_hash:
-            return ChainReport(
-                chain, count, Finding(chain, Problem.ALTERED, seq, event_id, "its content does not match its hash")
-            )
+            _flush(hasher, count - len(chunk), chunk)
+            return count + 1, (count, finding), expected_seq - 1, prev
+        chunk.append((seq, created, school_id, actor_id, actor_label, action, target_type, target_id, target_label,
+                      payload, prev_hash, stored_hash))  # fmt: skip
+        count += 1
         if prev_hash != prev:
-            return ChainReport(chain, count, _broken_link(chain, seq, event_id, prev_hash, seq - 1))
+            _flush(hasher, count - len(chunk), chunk)
+            return count, (count - 1, _broken_link(chain, seq, event_id, prev_hash, seq - 1)), seq, stored_hash
+        if len(chunk) >= CHUNK:
+            _flush(hasher, count - len(chunk), chunk)
+            chunk = []
         prev = stored_hash
         expected_seq += 1
-    last_seq = expected_seq - 1
+    _flush(hasher, count - len(chunk), chunk)
+    return count, None, expected_seq - 1, prev
+
+
+def _flush(hasher: _Hasher, start: int, chunk: list[tuple[Any, ...]]) -> None:
+    if chunk:
+        hasher.add(start, chunk)
+
+
+def _check_head(chain: str, count: int, last_seq: int, prev: str) -> ChainReport:
+    """The chain read to its end without a problem: does the head agree with where it ended?"""
     head = AuditChainHead.objects.filter(chain=chain).values_list("seq", "hash").first()
     if head is None and count:
         return ChainReport(

@@ -187,6 +187,19 @@ def test_postgres_refuses_truncate() -> None:
     assert AuditEvent.all_chains.count() == 1
 
 
+@pytest.fixture(params=["one process", "worker processes"])
+def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every verification test runs twice: hashing in this process, and in worker processes in chunks of
+    three rows (as a long chain is verified), so both find the same first problem."""
+    import audit.services
+
+    if request.param == "worker processes":
+        monkeypatch.setattr(audit.services, "PARALLEL_FROM", 1)
+        monkeypatch.setattr(audit.services, "CHUNK", 3)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("hashing")
 class TestVerify:
     def test_an_intact_log_passes(self, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
         _append(school_a.school.pk, 5)
