@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 GENESIS_HASH = "0" * 64
+ZERO = timedelta(0)
 
 # Key fragments that mark a secret. ("session" alone is not one: rosters have academic sessions.)
 SECRET_KEY_PARTS = (
@@ -68,7 +69,10 @@ def _secret(key: str) -> bool:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC to the microsecond, as "2026-11-23T09:15:02.120000Z"."""
+    if moment.utcoffset() != ZERO:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_hash(
@@ -107,11 +111,14 @@ Row = tuple[Any, ...]  # (seq, created, school_id, actor_id, actor_label, action
 
 
 def first_altered(chain: str, rows: list[Row]) -> int | None:
-    """The index of the first row whose stored hash is not the hash of its content, or None.
+    """The index of the first row whose stored hash is not the hash of its content, or None. A payload may
+    come as JSON text, as PostgreSQL gives it to the verifier.
 
     Pure, so that it can run in a worker process: verifying a long chain hashes its rows on every core."""
     for index, (_seq, created, school_id, actor_id, actor_label, action, target_type, target_id, target_label,
                 payload, prev_hash, stored_hash) in enumerate(rows):  # fmt: skip
+        if isinstance(payload, str):
+            payload = json.loads(payload)  # noqa: PLW2901
         recomputed = event_hash(
             chain=chain,
             created=created,
