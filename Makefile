@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo serve test lint typecheck check bench bench-screen screenshots clean
+.PHONY: install demo serve test lint typecheck check bench bench-screen bench-review screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Commonroom needs Python 3.11 (set PYTHON=...)" if sys.version_info[:2] != (3, 11) else 0)'
@@ -38,6 +38,9 @@ check: lint typecheck
 
 bench: install
 	$(PY) bench/import_bench.py $(BENCH_ARGS)
+
+bench-review: install
+	$(PY) bench/review_bench.py $(BENCH_ARGS)
 
 bench-screen: install
 	$(PY) bench/screen_bench.py $(BENCH_ARGS)
