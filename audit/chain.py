@@ -16,6 +16,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 GENESIS_HASH = "0" * 64
 ZERO = timedelta(0)
 
@@ -78,7 +80,7 @@ def format_time(moment: datetime) -> str:
 def event_hash(
     *,
     chain: str,
-    created: datetime,
+    created: datetime | str,  # a time, or (from a verifier) the time already as format_time gives it
     school_id: int | None,
     actor_id: int | None,
     actor_label: str,
@@ -88,10 +90,11 @@ def event_hash(
     target_label: str,
     payload: Any,
     prev_hash: str,
+    fast: bool = False,
 ) -> str:
     document = {
         "chain": chain,
-        "created": format_time(created),
+        "created": created if isinstance(created, str) else format_time(created),
         "school": school_id,
         "actor": actor_id,
         "actor_label": actor_label,
@@ -102,12 +105,25 @@ def event_hash(
         "payload": payload,
         "prev": prev_hash,
     }
-    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(encoded).hexdigest()
+    return hashlib.sha256(_canonical(document) if not fast else _quick_canonical(document)).hexdigest()
 
 
-Row = tuple[Any, ...]  # (seq, created, school_id, actor_id, actor_label, action, target_type, target_id,
-#                        target_label, payload, prev_hash, stored_hash), as `audit.services` reads them
+def _canonical(document: dict[str, Any]) -> bytes:
+    """The canonical encoding: JSON with sorted keys, no spaces, UTF-8. This is the definition."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _quick_canonical(document: dict[str, Any]) -> bytes:
+    """The same bytes from orjson, several times faster, for verifying long chains. A verifier that finds
+    a mismatch with it checks again with `_canonical` before saying an event was altered."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits, say
+        return _canonical(document)
+
+
+Row = tuple[Any, ...]  # (id, chain, seq, created, school_id, actor_id, actor_label, action, target_type,
+#                        target_id, target_label, payload, prev_hash, hash), as `audit.services` reads them
 
 
 def first_altered(chain: str, rows: list[Row]) -> int | None:
@@ -115,23 +131,26 @@ def first_altered(chain: str, rows: list[Row]) -> int | None:
     come as JSON text, as PostgreSQL gives it to the verifier.
 
     Pure, so that it can run in a worker process: verifying a long chain hashes its rows on every core."""
-    for index, (_seq, created, school_id, actor_id, actor_label, action, target_type, target_id, target_label,
-                payload, prev_hash, stored_hash) in enumerate(rows):  # fmt: skip
+    for index, (_id, _chain, _seq, created, school_id, actor_id, actor_label, action, target_type, target_id,
+                target_label, payload, prev_hash, stored_hash) in enumerate(rows):  # fmt: skip
         if isinstance(payload, str):
-            payload = json.loads(payload)  # noqa: PLW2901
-        recomputed = event_hash(
-            chain=chain,
-            created=created,
-            school_id=school_id,
-            actor_id=actor_id,
-            actor_label=actor_label,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            target_label=target_label,
-            payload=payload,
-            prev_hash=prev_hash,
-        )
-        if recomputed != stored_hash:
+            try:
+                payload = orjson.loads(payload)  # noqa: PLW2901
+            except orjson.JSONDecodeError:
+                payload = json.loads(payload)  # noqa: PLW2901
+        fields = {
+            "chain": chain,
+            "created": created,
+            "school_id": school_id,
+            "actor_id": actor_id,
+            "actor_label": actor_label,
+            "action": action,
+            "target_type": target_type,
+            "target_id": target_id,
+            "target_label": target_label,
+            "payload": payload,
+            "prev_hash": prev_hash,
+        }
+        if event_hash(**fields, fast=True) != stored_hash and event_hash(**fields) != stored_hash:
             return index
     return None

@@ -190,11 +190,16 @@ def _rows(chain: str) -> Iterator[tuple[Any, ...]]:
     if connection.vendor != "postgresql":
         yield from AuditEvent.all_chains.filter(chain=chain).order_by("seq").values_list(*_FIELDS).iterator(5000)
         return
-    # The names in _FIELDS are the columns' names too.
-    columns = ", ".join("payload::text" if name == "payload" else connection.ops.quote_name(name) for name in _FIELDS)
+    # The names in _FIELDS are the columns' names too. The time comes already in the hash's canonical
+    # form (audit.chain.format_time), and the payload as text: the server does the converting.
+    special = {
+        "payload": "payload::text",
+        "created": """to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+    }
+    columns = ", ".join(special.get(name, connection.ops.quote_name(name)) for name in _FIELDS)
     with transaction.atomic(), connection.chunked_cursor() as cursor:
         cursor.execute(f"SELECT {columns} FROM audit_auditevent WHERE chain = %s ORDER BY seq", [chain])  # noqa: S608
-        while rows := cursor.fetchmany(5000):
+        while rows := cursor.fetchmany(20_000):
             yield from rows
 
 
@@ -212,7 +217,8 @@ class _Hasher:
         self.chain = chain
         self.pool: ProcessPoolExecutor | None = None
         if parallel:
-            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=get_context("spawn"))
+            workers = max(1, (os.cpu_count() or 1) - 1)  # this process reads the rows meanwhile
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
         self.pending: list[tuple[int, Future[int | None]]] = []
         self.found: int | None = None  # the row number (from 0) of the first altered row, once known
 
@@ -304,8 +310,7 @@ def _walk(chain: str, hasher: _Hasher) -> tuple[int, tuple[int, Finding] | None,
     count = 0
     chunk: list[tuple[Any, ...]] = []
     for row in _rows(chain):
-        (event_id, _chain, seq, created, school_id, actor_id, actor_label, action,
-         target_type, target_id, target_label, payload, prev_hash, stored_hash) = row  # fmt: skip
+        event_id, seq, prev_hash, stored_hash = row[0], row[2], row[12], row[13]  # see _FIELDS
         if seq != expected_seq:
             finding = (
                 Finding(chain, Problem.MISSING, expected_seq, None, f"positions {expected_seq} to {seq - 1} are gone")
@@ -314,8 +319,7 @@ def _walk(chain: str, hasher: _Hasher) -> tuple[int, tuple[int, Finding] | None,
             )
             _flush(hasher, count - len(chunk), chunk)
             return count + 1, (count, finding), expected_seq - 1, prev
-        chunk.append((seq, created, school_id, actor_id, actor_label, action, target_type, target_id, target_label,
-                      payload, prev_hash, stored_hash))  # fmt: skip
+        chunk.append(row)
         count += 1
         if prev_hash != prev:
             _flush(hasher, count - len(chunk), chunk)

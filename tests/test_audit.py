@@ -367,3 +367,31 @@ def test_roster_words_are_not_mistaken_for_secrets() -> None:
         {"sessions": 3, "modes": {"academicSessions": "bulk"}, "session_key": "abc", "csrf_cookie": "x"}
     )
     assert cleaned == {"sessions": 3, "modes": {"academicSessions": "bulk"}, "session_key": MASK, "csrf_cookie": MASK}
+
+
+def test_the_quick_encoding_is_the_canonical_one() -> None:
+    """Verification hashes with orjson; the definition is json.dumps. Over varied values (other scripts,
+    control characters, nesting, large numbers) they give the same bytes."""
+    import random
+    import string
+
+    from audit.chain import _canonical, _quick_canonical
+
+    rng = random.Random(3)
+    alphabet = string.printable + "\u00e9\u2028\u2029\x7f\x1f\u0430\U0001f600\ufffd\"\\/<>&'"
+
+    def value(depth: int = 0) -> Any:
+        kind = rng.randint(0, 6 if depth < 3 else 3)
+        if kind == 0:
+            return rng.choice([None, True, False])
+        if kind == 1:
+            return rng.choice([rng.randint(-(2**62), 2**62), 2**70])  # the last beyond orjson's integers
+        if kind in (2, 3):
+            return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        if kind == 4:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))): value(depth + 1) for _ in range(4)}
+
+    for _ in range(20_000):
+        document = {"payload": value(), "chain": "school:1"}
+        assert _quick_canonical(document) == _canonical(document)
