@@ -22,7 +22,7 @@ from audit.models import AuditEvent
 from audit.services import record
 from classes.models import School, User
 from messaging import policy
-from messaging.models import Message
+from messaging.models import Message, Room
 from moderation.casefile import MessageInContext, in_context
 from moderation.cases import category_label
 from moderation.models import AccessRecord, Case
@@ -230,6 +230,20 @@ def search(user: Any, reason: Reason, filters: Filters) -> SearchResult:
     return SearchResult([(m, room_label(m)) for m in page], len(found) > PAGE, filters.page)
 
 
+def _rooms_asked(school_id: int, filters: Filters) -> list[int] | None:
+    """The rooms a search names (a room, a class's room, a year group's room), or None for any room."""
+    if not (filters.room or filters.school_class or filters.cohort):
+        return None
+    rooms = Room.objects.filter(school_id=school_id)
+    if filters.room:
+        rooms = rooms.filter(pk=filters.room)
+    if filters.school_class:
+        rooms = rooms.filter(school_class_id=filters.school_class)
+    if filters.cohort:
+        rooms = rooms.filter(cohort_id=filters.cohort)
+    return list(rooms.values_list("pk", flat=True))
+
+
 @dataclass
 class EventResult:
     events: list[AuditEvent]
@@ -239,7 +253,8 @@ class EventResult:
 
 def search_events(user: Any, reason: Reason, filters: Filters) -> EventResult:
     """The school's audit events matching the filters, newest first: `person` as actor or as the person
-    acted on, `category` as the start of the action ("case.", "message.removed"), `text` in the details."""
+    acted on, `category` as the start of the action ("case.", "message.removed"), a room (or a class's or
+    a year group's) as the room the event names, `text` in the details."""
     reviewer = reviewer_of(user)
     with scopes_disabled():
         school = School.objects.get(pk=_school(reviewer))
@@ -250,6 +265,9 @@ def search_events(user: Any, reason: Reason, filters: Filters) -> EventResult:
             )
         if filters.category:
             events = events.filter(action__startswith=filters.category)
+        rooms = _rooms_asked(school.pk, filters)
+        if rooms is not None:
+            events = events.filter(payload__room__in=rooms)
         start, end = _bounds(school, filters.since, filters.until)
         if start:
             events = events.filter(created__gte=start)

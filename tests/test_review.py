@@ -324,6 +324,10 @@ def test_audit_events_are_searched_too(people: SchoolPeople, other: SchoolPeople
     assert "student.muted" in [e.action for e in about.events]
     rooms = review.search_events(lead, REASON, review.filters_from({"category": "room."}))
     assert all(e.action.startswith("room.") for e in rooms.events)
+    in_room = review.search_events(lead, REASON, review.filters_from({"class": str(people.school_class.pk)}))
+    assert "student.muted" in [e.action for e in in_room.events]
+    elsewhere = review.search_events(lead, REASON, review.filters_from({"class": str(people.other_class.pk)}))
+    assert "student.muted" not in [e.action for e in elsewhere.events]
     page = client_for(lead).get("/review/search/?in=events&text=shouting").content.decode()
     assert "student.muted" in page
     with scopes_disabled():
