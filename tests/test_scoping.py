@@ -77,3 +77,22 @@ def test_the_request_scope_follows_the_signed_in_person(
     assert response.status_code == 200
     titles = {c.title for c in response.context["cl"].result_list}
     assert titles == {school_a.school_class.title, school_a.other_class.title}
+
+
+def _school_owned(*app_labels: str) -> list[type[Model]]:
+    from django.apps import apps
+
+    return [
+        model
+        for label in app_labels
+        for model in apps.get_app_config(label).get_models()
+        if any(field.name == "school" for field in model._meta.get_fields())
+    ]
+
+
+@pytest.mark.parametrize("model", _school_owned("messaging", "moderation"), ids=lambda m: m.__name__)
+def test_every_school_owned_model_of_messaging_and_moderation_is_scoped(model: type[Model]) -> None:
+    """Messages, mutes, cases, reports, notes, suspensions, rules, settings, access records: a query that
+    forgets the school fails."""
+    with pytest.raises(ScopeError):
+        list(model.objects.all())  # type: ignore[attr-defined]
