@@ -15,8 +15,8 @@ from django_scopes import scopes_disabled
 from messaging.services import room_name
 from moderation.access import settings_for
 from moderation.cases import category_label
-from moderation.models import LEVELS, Case, Report
-from moderation.review import Reason, record_look, reviewer_of
+from moderation.models import LEVELS, Case
+from moderation.review import Reason, record_look, review_cases, review_reports, reviewer_of
 
 WEEKS = 12
 
@@ -52,17 +52,17 @@ def dashboard(user: Any, reason: Reason, now: datetime | None = None) -> dict[st
     settings = settings_for(school_id)
     since = now - timedelta(weeks=WEEKS)
     with scopes_disabled():
-        unresolved = list(Case.objects.filter(school_id=school_id).exclude(state=Case.State.RESOLVED))
-        recent = list(Case.objects.filter(school_id=school_id, opened__gte=since).select_related("room"))
+        cases = review_cases(reviewer)  # never those about the reviewer (invariant 6)
+        unresolved = list(cases.exclude(state=Case.State.RESOLVED))
+        recent = list(cases.filter(opened__gte=since).select_related("room"))
         flags = list(
-            Report.objects.filter(school_id=school_id, reporter__isnull=True, created__gte=since)
+            review_reports(reviewer)
+            .filter(reporter__isnull=True, created__gte=since)
             .select_related("case__room__school_class", "case__room__cohort")
             .only("created", "case__room")
         )
         acknowledged = list(
-            Case.objects.filter(school_id=school_id, acknowledged__isnull=False, opened__gte=since).only(
-                "level", "level_since", "acknowledged"
-            )
+            cases.filter(acknowledged__isnull=False, opened__gte=since).only("level", "level_since", "acknowledged")
         )
     open_levels = []
     for level, name in LEVELS.items():

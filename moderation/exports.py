@@ -25,7 +25,7 @@ from classes.models import User
 from messaging.models import Message
 from moderation.casefile import VERSION_ACTIONS, in_context
 from moderation.cases import category_label
-from moderation.models import Case, CaseNote, Report
+from moderation.models import Case, CaseNote
 from moderation.review import (
     Filters,
     Reason,
@@ -34,6 +34,9 @@ from moderation.review import (
     matching,
     person_of,
     record_look,
+    review_cases,
+    review_events,
+    review_reports,
     reviewer_of,
     room_label,
 )
@@ -152,8 +155,9 @@ def export_chronology(user: Any, reason: Reason, person_id: Any, fmt: str) -> tu
     )
 
 
-def _case_records(case: Case) -> tuple[list[dict[str, Any]], list[AuditEvent], set[int]]:
-    """A case as rows (section, when, who, what, text), the audit events it comes from, whose messages."""
+def _case_records(reviewer: User, case: Case) -> tuple[list[dict[str, Any]], list[AuditEvent], set[int]]:
+    """A case as rows (section, when, who, what, text), the audit events it comes from, whose messages;
+    read, like every review page, through the querysets that leave out what is about the reviewer."""
     lines = in_context(case.message)
     rows: list[dict[str, Any]] = [
         {"section": "case", "when": case.opened.isoformat(), "who": case.subject.username,
@@ -162,16 +166,14 @@ def _case_records(case: Case) -> tuple[list[dict[str, Any]], list[AuditEvent], s
          "text": ", ".join(category_label(key) for key in case.categories)},
     ]  # fmt: skip
     with scopes_disabled():
-        for report in Report.objects.filter(case=case).select_related("reporter").order_by("created"):
+        for report in review_reports(reviewer).filter(case=case).select_related("reporter").order_by("created"):
             who = report.reporter.username if report.reporter else "screening"
             rows.append({"section": "report", "when": report.created.isoformat(), "who": who,
                          "what": report.category, "text": report.note})  # fmt: skip
         for note in CaseNote.objects.filter(case=case).select_related("author").order_by("created"):
             rows.append({"section": "note", "when": note.created.isoformat(), "who": note.author.username,
                          "what": "note", "text": note.text})  # fmt: skip
-        history = list(
-            AuditEvent.objects.filter(school_id=case.school_id, target_type="moderation.case", target_id=str(case.pk))
-        )
+        history = list(review_events(reviewer).filter(target_type="moderation.case", target_id=str(case.pk)))
     for event in sorted(history, key=lambda e: e.seq):
         rows.append({"section": "history", "when": event.created.isoformat(), "who": event.actor_label,
                      "what": event.action, "text": str(event.payload.get("reason", ""))})  # fmt: skip
@@ -194,7 +196,10 @@ def export_case(user: Any, reason: Reason, case_id: Any, fmt: str) -> tuple[str,
         case = case_for(reviewer, case_id)
     except CaseNotFound:
         raise ReviewNotFound from None
-    rows, events, subjects = _case_records(case)
+    with scopes_disabled():
+        if not review_cases(reviewer).filter(pk=case.pk).exists():  # a case about the reviewer (invariant 6)
+            raise ReviewNotFound
+    rows, events, subjects = _case_records(reviewer, case)
     data = _pdf(case, rows) if fmt == "pdf" else _table(fmt, "case", rows)
     return _finish(reviewer, reason, kind="case", query={"case": case.pk}, subjects=subjects, data=data, events=events)
 

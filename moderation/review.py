@@ -14,7 +14,8 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
@@ -25,7 +26,7 @@ from messaging import policy
 from messaging.models import Message, Room
 from moderation.casefile import MessageInContext, in_context
 from moderation.cases import category_label
-from moderation.models import AccessRecord, Case
+from moderation.models import AccessRecord, Case, Report
 
 PAGE = 50
 REASON_MAX = 500
@@ -107,6 +108,66 @@ def record_look(user: User, reason: Reason, kind: str, query: dict[str, Any], su
             },
         )
     return access
+
+
+# -- nothing about the reviewer themself ----------------------------------------------------------
+#
+# Invariant 6: nobody sees a case or a report about themselves. A case about the safeguarding lead (a
+# member of staff) goes to the person the school names for allegations; the review pages show the lead
+# the rest of the school, never that case. Every page here and in `dashboard` and `exports` reads
+# cases, reports, audit events and looks through these four querysets, and nowhere else.
+
+REPORT_ACTIONS = ("message.reported",)  # audit events about a message that are a report of it
+
+
+def _keys(rows: QuerySet[Any]) -> QuerySet[Any, dict[str, Any]]:
+    """Primary keys as text, to compare with an audit event's `target_id`."""
+    keys: QuerySet[Any, dict[str, Any]] = rows.annotate(key=Cast("pk", output_field=CharField())).values("key")
+    return keys
+
+
+def review_cases(reviewer: User) -> QuerySet[Case]:
+    """The school's cases as the review pages show them to `reviewer`: all but those about the reviewer."""
+    with scopes_disabled():
+        return Case.objects.filter(school_id=_school(reviewer)).exclude(subject_id=reviewer.pk)
+
+
+def review_reports(reviewer: User) -> QuerySet[Report]:
+    """The reports and flags of the cases `reviewer` is shown."""
+    with scopes_disabled():
+        return Report.objects.filter(school_id=_school(reviewer)).exclude(case__subject_id=reviewer.pk)
+
+
+def review_events(reviewer: User) -> QuerySet[AuditEvent]:
+    """The school's audit events as the review pages show them to `reviewer`: all but those about a case
+    about the reviewer (its history, and what was done from it, such as a suspension, which name the case),
+    the reports of the reviewer's own messages, and other people's looks at the review pages that showed
+    the reviewer (a colleague looking into an allegation against them). Everything else stays, the
+    reviewer's own messages as sent, edited or removed included."""
+    school_id = _school(reviewer)
+    with scopes_disabled():
+        own_cases = list(Case.objects.filter(school_id=school_id, subject_id=reviewer.pk).values_list("pk", flat=True))
+        own_messages = Message.objects.filter(school_id=school_id, author_id=reviewer.pk)
+        hidden = Q(action__in=REPORT_ACTIONS, target_type="messaging.message", target_id__in=_keys(own_messages)) | Q(
+            action="review.viewed", target_type="moderation.accessrecord", target_id__in=_keys(_others_looks(reviewer))
+        )
+        if own_cases:
+            hidden |= Q(target_type="moderation.case", target_id__in=[str(pk) for pk in own_cases])
+            hidden |= Q(payload__has_key="case", payload__case__in=own_cases)
+        return AuditEvent.objects.filter(school_id=school_id).exclude(hidden)
+
+
+def _others_looks(reviewer: User) -> QuerySet[AccessRecord]:
+    return AccessRecord.objects.filter(school_id=_school(reviewer), subjects=reviewer).exclude(reviewer=reviewer)
+
+
+def review_looks(reviewer: User) -> QuerySet[AccessRecord]:
+    """The school's looks at the review pages as `reviewer` is shown them: all but other people's looks that
+    showed the reviewer."""
+    with scopes_disabled():
+        return AccessRecord.objects.filter(school_id=_school(reviewer)).exclude(
+            pk__in=_others_looks(reviewer).values("pk")
+        )
 
 
 # -- search ---------------------------------------------------------------------------------------
@@ -207,7 +268,7 @@ def matching(reviewer: User, filters: Filters) -> QuerySet[Message]:
         if filters.cohort:
             messages = messages.filter(room__cohort_id=filters.cohort)
         if filters.category:
-            flagged = Case.objects.filter(school_id=school.pk, categories__icontains=f'"{filters.category}"')
+            flagged = review_cases(reviewer).filter(categories__icontains=f'"{filters.category}"')
             messages = messages.filter(pk__in=flagged.values("message_id"))
         start, end = _bounds(school, filters.since, filters.until)
         if start:
@@ -258,7 +319,7 @@ def search_events(user: Any, reason: Reason, filters: Filters) -> EventResult:
     reviewer = reviewer_of(user)
     with scopes_disabled():
         school = School.objects.get(pk=_school(reviewer))
-        events = AuditEvent.objects.filter(school_id=school.pk)
+        events = review_events(reviewer)
         if filters.person:
             events = events.filter(
                 Q(actor_id=filters.person) | Q(target_type="classes.user", target_id=str(filters.person))
@@ -356,7 +417,8 @@ def chronology_of(reviewer: User, person: User) -> tuple[list[Entry], list[Audit
     with scopes_disabled():
         their_messages = [str(pk) for pk in Message.objects.filter(author=person).values_list("pk", flat=True)]
         events = list(
-            AuditEvent.objects.filter(school_id=_school(reviewer), action__in=CHRONOLOGY_ACTIONS)
+            review_events(reviewer)
+            .filter(action__in=CHRONOLOGY_ACTIONS)
             .filter(
                 Q(target_type="classes.user", target_id=str(person.pk))
                 | Q(target_type="messaging.message", target_id__in=their_messages)
@@ -368,7 +430,7 @@ def chronology_of(reviewer: User, person: User) -> tuple[list[Entry], list[Audit
             detail = f"by {event.actor_label or 'Commonroom'}" + (f": {reason_given}" if reason_given else "")
             link = f"/review/messages/{event.target_id}/" if event.target_type == "messaging.message" else ""
             entries.append(Entry(event.created, CHRONOLOGY_ACTIONS[event.action], detail, link))
-        their_cases = list(Case.objects.filter(subject=person))
+        their_cases = list(review_cases(reviewer).filter(subject=person))
         for case in their_cases:
             labels = ", ".join(category_label(key) for key in case.categories)
             link = f"/cases/{case.pk}/"
@@ -376,8 +438,7 @@ def chronology_of(reviewer: User, person: User) -> tuple[list[Entry], list[Audit
             if case.resolved:
                 entries.append(Entry(case.resolved, f"Case {case.pk} resolved", case.get_outcome_display(), link))
         events += list(
-            AuditEvent.objects.filter(
-                school_id=_school(reviewer),
+            review_events(reviewer).filter(
                 target_type="moderation.case",
                 target_id__in=[str(case.pk) for case in their_cases],
                 action__in=["case.opened", "case.resolved"],
@@ -393,9 +454,7 @@ def who_looked(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[Ac
     person = person_of(reviewer, person_id)
     with scopes_disabled():
         looks = list(
-            AccessRecord.objects.filter(school_id=_school(reviewer), subjects=person)
-            .select_related("reviewer")
-            .order_by("-created")[:500]
+            review_looks(reviewer).filter(subjects=person).select_related("reviewer").order_by("-created")[:500]
         )
     record_look(reviewer, reason, "access", {"person": person.pk}, set())
     return person, looks

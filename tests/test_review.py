@@ -333,3 +333,162 @@ def test_audit_events_are_searched_too(people: SchoolPeople, other: SchoolPeople
     with scopes_disabled():
         look = AccessRecord.objects.filter(kind="event search").latest("created")
         assert people.student.pk in set(look.subjects.values_list("pk", flat=True))
+
+
+class TestNothingAboutTheReviewerThemself:
+    """Invariant 6 on the review pages: a case about the safeguarding lead (a member of staff, so it goes to
+    the person the school names for allegations), the reports of the lead's own messages and the events of
+    their cases are not shown to the lead anywhere: not in the event search, their chronology, the
+    dashboard, the exports or who looked. The person named sees all of it."""
+
+    NOTE = "Asked me to stay behind alone"
+
+    @pytest.fixture
+    def deputy(self, people: SchoolPeople) -> User:
+        """A second safeguarding lead, named for allegations against staff."""
+        from classes.models import CohortStaff, StaffRole
+        from moderation.models import ModerationSettings
+
+        with scopes_disabled():
+            deputy = User.objects.create_user(
+                "r.deputy", password="pw", school=people.school, role=User.Role.STAFF, given_name="Deputy"
+            )
+            StaffRole.objects.create(school=people.school, user=deputy, role=StaffRole.Role.SAFEGUARDING_LEAD)
+            ModerationSettings.objects.create(school=people.school, allegations_contact=deputy)
+            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.safeguarding_lead)
+            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.teacher)
+        return deputy
+
+    @pytest.fixture
+    def about_the_lead(self, people: SchoolPeople, deputy: User) -> tuple[Message, Case, Case]:
+        """A student reports a message of the lead's (a case, `message.reported`, a report), and screening
+        flags another (a case with a flag); the deputy handles the first."""
+        with scopes_disabled():
+            room = Room.objects.get(cohort=people.cohort)
+        lead = people.safeguarding_lead
+        reported = post(lead, room, "Stay behind after the assembly", now=timezone.now())
+        services.report_message(user=people.student, message_id=reported.pk, category="inappropriate", note=self.NOTE)
+        flagged = post(lead, room, "dm me about it", now=timezone.now())
+        with scopes_disabled():
+            first, second = Case.objects.get(message=reported), Case.objects.get(message=flagged)
+        assert first.subject_id == second.subject_id == lead.pk
+        assert first.staff_conduct
+        assert second.staff_conduct
+        cases.acknowledge(user=deputy, case_id=first.pk)
+        cases.add_note(user=deputy, case_id=first.pk, text="Spoke to the student")
+        return reported, first, second
+
+    def test_the_event_search(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        reported, first, second = about_the_lead
+        lead = people.safeguarding_lead
+        theirs = {str(first.pk), str(second.pk)}
+
+        def events(user: User, **filters: str) -> list[AuditEvent]:
+            return review.search_events(user, REASON, review.filters_from(filters)).events
+
+        def about_the_cases(found: list[AuditEvent]) -> list[str]:
+            return [
+                e.action
+                for e in found
+                if (e.target_type == "moderation.case" and e.target_id in theirs)
+                or (e.action == "message.reported" and e.target_id == str(reported.pk))
+            ]
+
+        for filters in [{}, {"category": "case."}, {"category": "message."}, {"person": str(lead.pk)}]:
+            assert about_the_cases(events(lead, **filters)) == [], filters
+        assert events(lead, text="stay behind alone") == []
+        assert events(lead, category="message.reported") == []
+        # What is not about a case stays: the lead's own messages as sent.
+        sent = [e.target_id for e in events(lead, category="message.sent", person=str(lead.pk))]
+        assert str(reported.pk) in sent
+        page = client_for(lead).get("/review/search/?in=events&text=stay+behind+alone").content.decode()
+        assert self.NOTE not in page
+        # The deputy sees all of it.
+        seen = about_the_cases(events(deputy))
+        assert {"case.opened", "case.acknowledged", "case.note_added", "message.reported"} <= set(seen)
+        found = [e.action for e in events(deputy, text="stay behind alone") if e.action != "review.viewed"]
+        assert found == ["case.opened", "message.reported"]
+
+    def test_the_chronology(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        _, first, second = about_the_lead
+        lead = people.safeguarding_lead
+        _, entries = review.chronology(lead, REASON, lead.pk)
+        what = [entry.what for entry in entries]
+        assert not [w for w in what if w.startswith("Case ") or "reported" in w], what
+        _, entries = review.chronology(deputy, REASON, lead.pk)
+        what = [entry.what for entry in entries]
+        assert {f"Case {first.pk} opened", f"Case {second.pk} opened", "A message of theirs was reported"} <= set(what)
+
+    def test_the_dashboard(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        from moderation.dashboard import dashboard
+
+        def counts(user: User) -> tuple[int, int, int, int, int, int]:
+            board = dashboard(user, REASON)
+            return (
+                sum(row["count"] for row in board["open_levels"]),
+                sum(bar.value for bar in board["cases_chart"]["bars"]),
+                sum(bar.value for bar in board["flags_chart"]["bars"]),
+                sum(count for _, count in board["categories"]),
+                sum(count for _, count in board["rooms"]),
+                sum(row["cases"] for row in board["acknowledge"]),
+            )
+
+        assert counts(people.safeguarding_lead) == (0, 0, 0, 0, 0, 0)
+        assert counts(deputy) == (2, 2, 1, 2, 1, 1)
+
+    def test_the_exports(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        import json
+
+        reported, first, _ = about_the_lead
+        lead = people.safeguarding_lead
+        case_ids = {str(first.pk), str(about_the_lead[2].pk)}
+
+        def export(user: User, page: str) -> tuple[list[dict[str, Any]], list[int]]:
+            answer = client_for(user).get(page)
+            assert answer.status_code == 200, page
+            files = unzip(answer.content)
+            name = next(name for name in files if name != "manifest.json")
+            seqs = [event["seq"] for event in json.loads(files["manifest.json"])["events"]]
+            return json.loads(files[name])["records"], seqs
+
+        with scopes_disabled():
+            case_seqs = set(
+                AuditEvent.objects.filter(target_type="moderation.case", target_id__in=case_ids).values_list(
+                    "seq", flat=True
+                )
+            )
+        search = "/review/export/search/?category=inappropriate&format=json"
+        chronology = f"/review/export/people/{lead.pk}/?format=json"
+        assert export(lead, search)[0] == []
+        rows, seqs = export(lead, chronology)
+        assert not [row for row in rows if row["what"].startswith("Case ") or "reported" in row["what"]], rows
+        assert not case_seqs & set(seqs)
+        assert client_for(lead).get(f"/review/export/cases/{first.pk}/?format=json").status_code == 404
+        # The deputy exports them.
+        assert [row["id"] for row in export(deputy, search)[0]] == [reported.pk]
+        rows, seqs = export(deputy, chronology)
+        assert f"Case {first.pk} opened" in [row["what"] for row in rows]
+        assert case_seqs & set(seqs)
+        rows, _ = export(deputy, f"/review/export/cases/{first.pk}/?format=json")
+        assert {"case", "report", "note", "history"} <= {row["section"] for row in rows}
+
+    def test_the_search_by_category(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        reported = about_the_lead[0]
+
+        def found(user: User) -> list[int]:
+            result = review.search(user, REASON, review.filters_from({"category": "inappropriate"}))
+            return [message.pk for message, _ in result.rows]
+
+        assert found(people.safeguarding_lead) == []
+        assert found(deputy) == [reported.pk]
+
+    def test_who_looked(self, people: SchoolPeople, deputy: User, about_the_lead: Any) -> None:
+        lead = people.safeguarding_lead
+        review.chronology(deputy, review.Reason("allegation"), lead.pk)
+        _, looks = review.who_looked(lead, REASON, lead.pk)
+        assert [look.reviewer_id for look in looks] == []
+        viewed = review.search_events(lead, REASON, review.filters_from({"category": "review.viewed"})).events
+        assert deputy.pk not in [e.actor_id for e in viewed]
+        assert review.search_events(lead, REASON, review.filters_from({"text": "allegation"})).events == []
+        _, looks = review.who_looked(deputy, REASON, lead.pk)
+        assert (deputy.pk, "allegation") in [(look.reviewer_id, look.reason) for look in looks]
