@@ -3,6 +3,16 @@
 `record` and `record_many` are the only ways to append. They must run inside
 the transaction of the action they record, so the action and its event commit
 or fail together; they refuse to run outside one.
+
+Appending locks the head of the school's chain until the transaction commits, so
+every audited write of a school holds that one lock. Actions open their
+transaction with `audited(school_id)`, which takes it first, before any other
+row: with one lock order for all of them, two actions of a school can only ever
+wait for each other, never deadlock (a report locking its case after the chain
+while a case action locks the chain after the case, say). The roster import, which can take
+seconds, takes it last so as not to hold up a school's conversations meanwhile; the one lock it
+could share with them is a person's row (a suspension during the import), and PostgreSQL would end
+that rare deadlock by failing one of the two, whole, with an error.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ import enum
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing import get_context
@@ -84,6 +95,15 @@ def _lock_head(chain: str) -> AuditChainHead:
             pass  # created by a concurrent first append; lock that one
         head = AuditChainHead.objects.select_for_update().get(chain=chain)
     return head
+
+
+@contextmanager
+def audited(school_id: int | None) -> Iterator[None]:
+    """A transaction for an action that records events in the chain of `school_id`: the chain's
+    lock is its first lock (see the module's docstring)."""
+    with transaction.atomic():
+        _lock_head(chain_for_school(school_id))
+        yield
 
 
 def record_many(

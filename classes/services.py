@@ -7,10 +7,9 @@ from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
 from django.utils import timezone
 
-from audit.services import Entry, record, record_many
+from audit.services import Entry, audited, record, record_many
 from classes import access
 from classes.models import (
     AcademicSession,
@@ -56,7 +55,7 @@ def _check_role_change(actor: User | None, user: User, role: str) -> None:
 
 def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[str]) -> None:
     """Save a record edited in a provisioning form and record `action` with the changed fields, in one transaction."""
-    with transaction.atomic():
+    with audited(obj.pk if isinstance(obj, School) else obj.school_id):
         before = None
         if isinstance(obj, CohortStaff) and obj.pk is not None:
             before = CohortStaff._base_manager.filter(pk=obj.pk).values_list("user_id", flat=True).first()
@@ -81,7 +80,7 @@ def attach_to_cohort(*, actor: User | None, cohort: Cohort, user: User) -> Cohor
     """Attach a member of staff to a cohort (a head of year, a tutor), so they read and post in its room."""
     if user.school_id != cohort.school_id or user.role == User.Role.STUDENT:
         raise ProvisioningError(f"{user} is not a member of staff of {cohort.school}.")
-    with transaction.atomic():
+    with audited(cohort.school_id):
         staff, created = CohortStaff.objects.get_or_create(
             school_id=cohort.school_id, cohort=cohort, user=user, defaults={"active": True}
         )
@@ -125,7 +124,7 @@ def grant_role(
     if {role, *held} >= {StaffRole.Role.SCHOOL_ADMIN} and {role, *held} & PASTORAL_ROLES:
         # Separation of duties: who provisions the school does not read its children's messages.
         raise ProvisioningError("A school admin cannot also be a moderator or the safeguarding lead.")
-    with transaction.atomic():
+    with audited(school.pk):
         staff_role, created = StaffRole.objects.get_or_create(
             school=school, user=user, role=role, defaults={"source": StaffRole.Source.MANUAL}
         )
@@ -155,7 +154,7 @@ def grant_role(
 
 def revoke_role(*, actor: User | None, staff_role: StaffRole) -> None:
     _check_role_change(actor, staff_role.user, staff_role.role)
-    with transaction.atomic():
+    with audited(staff_role.school_id):
         if not staff_role.active:
             return
         staff_role.active = False
@@ -181,7 +180,7 @@ def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: s
         raise ProvisioningError(f"{role!r} is not an enrollment role.")
     if school_class.status != SchoolClass.Status.ACTIVE:
         raise ProvisioningError(f"{school_class} is archived.")
-    with transaction.atomic():
+    with audited(school_class.school_id):
         if Enrollment.objects.filter(school_class=school_class, user=user, active=True).exists():
             raise ProvisioningError(f"{user} is already enrolled in {school_class}.")
         enrollment = Enrollment.objects.create(
@@ -204,7 +203,7 @@ def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: s
 
 
 def end_enrollment(*, actor: User | None, enrollment: Enrollment, reason: str = "") -> None:
-    with transaction.atomic():
+    with audited(enrollment.school_id):
         if not enrollment.active:
             return
         enrollment.active = False
@@ -240,7 +239,7 @@ def change_school_settings(*, actor: User | None, school: School, **values: Any)
     unknown = set(values) - set(SCHOOL_SETTINGS)
     if unknown:
         raise ProvisioningError(f"Unknown school setting(s): {', '.join(sorted(unknown))}.")
-    with transaction.atomic():
+    with audited(school.pk):
         current = School.objects.select_for_update().get(pk=school.pk)
         changed = [name for name, value in values.items() if getattr(current, name) != value]
         if not changed:
@@ -306,7 +305,7 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
     (`early` lifts that guard against closing the wrong year by mistake).
     """
     today = today or school_today(school)
-    with transaction.atomic():
+    with audited(school.pk):
         school = School.objects.select_for_update().get(pk=school.pk)
         year = current_school_year(school, today)
         if year is None:

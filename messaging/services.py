@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_scopes import scopes_disabled
 
-from audit.services import record
+from audit.services import audited, record
 from classes.models import User
 from messaging import policy
 from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
@@ -218,7 +218,7 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
         return Sent(earlier, created=False)
     verdict = _may_say(user, room, text, now)
     try:
-        with transaction.atomic(), scopes_disabled():
+        with audited(room.school_id), scopes_disabled():
             locked = Room.objects.select_for_update().get(pk=room.pk)
             seq = locked.last_seq + 1
             message = Message.objects.create(
@@ -290,7 +290,7 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
     if not _within_window(message, room, now):
         raise MessagingError("edit_window_over", "Messages can only be edited for a short while after sending.")
     verdict = _may_say(user, room, text, now)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         old = message.body
         message.body, message.edited = text, now
         if verdict.action == "hold":
@@ -331,7 +331,7 @@ def remove_message(*, user: User, message_id: Any, reason: Any = None, now: date
         raise MessagingError("not_allowed", "You can only delete your own recent messages.")
     was_held = message.state == Message.State.HELD
     text = "" if own else _reason(reason, "Give a reason (up to 500 characters) when you remove someone's message.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         message.state, message.removed_by = Message.State.REMOVED, user
         message.removed_reason = "Deleted by its author" if own else text
         message.save(update_fields=["state", "removed_by", "removed_reason"])
@@ -356,7 +356,7 @@ def approve_message(*, user: User, message_id: Any, now: datetime | None = None)
         raise MessagingError("not_allowed", "Only the room's teachers and moderators can do that.")
     if message.state != Message.State.HELD:
         raise MessagingError("not_held", "This message is not waiting for review.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         message.state = Message.State.VISIBLE
         message.save(update_fields=["state"])
         record(
@@ -381,7 +381,7 @@ def restore_message(*, user: User, message_id: Any, reason: Any = None, now: dat
     if message.state != Message.State.REMOVED or message.removed_by_id == message.author_id:
         raise MessagingError("not_removed", "Only a message removed by staff can be restored.")
     text = _optional_reason(reason)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         message.state, message.removed_by, message.removed_reason = Message.State.VISIBLE, None, ""
         message.save(update_fields=["state", "removed_by", "removed_reason"])
         record(
@@ -609,7 +609,7 @@ def report_message(*, user: User, message_id: Any, category: Any, note: Any, now
     message, room = _message(user, message_id, now)
     if message.author_id == user.pk:
         raise MessagingError("own_message", "You cannot report your own message.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         record(
             "message.reported",
             school_id=room.school_id,
@@ -645,7 +645,7 @@ def set_room_open(*, user: User, room_id: Any, opened: bool, now: datetime | Non
     """A teacher opens their class room for chat, or closes it again."""
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         room.opened = opened
         room.save(update_fields=["opened"])
         _room_changed(room, "room.opened" if opened else "room.closed", user, {"room": room.pk})
@@ -656,7 +656,7 @@ def lock_room(*, user: User, room_id: Any, reason: Any, now: datetime | None = N
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
     text = _reason(reason, "Give a reason (up to 500 characters) that everyone in the room will see.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         room.locked_reason, room.locked_by = text, user
         room.save(update_fields=["locked_reason", "locked_by"])
         _room_changed(room, "room.locked", user, {"room": room.pk, "reason": text})
@@ -667,7 +667,7 @@ def unlock_room(*, user: User, room_id: Any, reason: Any = None, now: datetime |
     now = now or timezone.now()
     room = _moderated_room(user, room_id, now)
     text = _optional_reason(reason)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         room.locked_reason, room.locked_by = "", None
         room.save(update_fields=["locked_reason", "locked_by"])
         _room_changed(room, "room.unlocked", user, {"room": room.pk, "reason": text})
@@ -680,7 +680,7 @@ def mute(*, user: User, room_id: Any, student_id: Any, reason: Any, now: datetim
     room = _moderated_room(user, room_id, now)
     text = _reason(reason, "Give the student a reason (up to 500 characters).")
     student = _student_of(room, student_id, now)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         existing = Mute.objects.filter(room=room, user=student, ended__isnull=True).first()
         if existing is not None:
             return existing
@@ -703,7 +703,7 @@ def unmute(*, user: User, room_id: Any, student_id: Any, reason: Any = None, now
     room = _moderated_room(user, room_id, now)
     text = _optional_reason(reason)
     student = _student_of(room, student_id, now)
-    with transaction.atomic(), scopes_disabled():
+    with audited(room.school_id), scopes_disabled():
         if Mute.objects.filter(room=room, user=student, ended__isnull=True).update(ended=now):
             record(
                 "student.unmuted",
@@ -741,7 +741,7 @@ def accept_policy(*, user: User, version: Any, now: datetime | None = None) -> P
     current = current_policy(user)
     if current is None or version != current.version:
         raise MessagingError("policy_changed", "The acceptable-use policy has changed; read the current one first.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(current.school_id), scopes_disabled():
         acceptance, created = PolicyAcceptance.objects.get_or_create(
             school_id=current.school_id, policy=current, user=user, defaults={"accepted": now}
         )
@@ -763,7 +763,7 @@ def publish_policy(
     now = now or timezone.now()
     if not text.strip():
         raise MessagingError("empty_policy", "The policy needs some text.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(school_id), scopes_disabled():
         latest = (
             AcceptableUsePolicy.objects.select_for_update()
             .filter(school_id=school_id)

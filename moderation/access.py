@@ -3,8 +3,9 @@
 A case waits at one level: 1, the room's teachers; 2, the moderators whose scope covers the room;
 3, the safeguarding lead. The people of its level and of every level above it see it and can act
 on it; those of its level are alerted. A case about a member of staff (`staff_conduct`) skips
-the levels: only the person the school names for allegations against staff (or, if it names
-nobody, the safeguarding lead) sees it. Nobody ever sees a case about themselves (invariant 6).
+the levels: it goes to the first of these who is there and is not its subject: the person the
+school names for allegations against staff, the safeguarding lead(s), the moderators of the whole
+school. Nobody ever sees a case about themselves (invariant 6), and no case is left with nobody.
 A case that exists but is not someone's gets the same answer as one that does not exist.
 """
 
@@ -41,12 +42,6 @@ def _roles(user: Any) -> set[str]:
         )
 
 
-def _handles_conduct(user: Any, roles: set[str], settings: ModerationSettings) -> bool:
-    if settings.allegations_contact_id is not None:
-        return bool(settings.allegations_contact_id == user.pk)
-    return StaffRole.Role.SAFEGUARDING_LEAD in roles
-
-
 def taught_rooms(user: Any) -> QuerySet[Room]:
     """The rooms whose teacher `user` is: their classes' rooms (as teacher) and their cohorts' rooms."""
     with scopes_disabled():
@@ -64,10 +59,7 @@ def visible_cases(user: Any) -> QuerySet[Case]:
     if not getattr(user, "is_authenticated", False) or not user.is_active or user.school_id is None:
         return Case.objects.none()
     roles = _roles(user)
-    settings = settings_for(user.school_id)
-    allowed = Q(pk__in=[])
-    if _handles_conduct(user, roles, settings):
-        allowed |= Q(staff_conduct=True)
+    allowed = _conduct_cases_of(user)
     if StaffRole.Role.SAFEGUARDING_LEAD in roles:
         allowed |= Q(staff_conduct=False)
     else:
@@ -78,17 +70,19 @@ def visible_cases(user: Any) -> QuerySet[Case]:
         return Case.objects.filter(school_id=user.school_id).exclude(subject_id=user.pk).filter(allowed)
 
 
-def case_for(user: Any, case_id: Any) -> Case:
+def case_for(user: Any, case_id: Any, *, lock: bool = False) -> Case:
+    """The case, if `user` may see it; with `lock`, its row is locked for the transaction (and the
+    check is made on the locked row, so a case that moved away meanwhile is not acted on)."""
     pk = policy.as_id(case_id)
     if pk is None:
         raise CaseNotFound
     with scopes_disabled():
-        case = (
-            visible_cases(user)
-            .select_related("room__school", "room__school_class", "room__cohort", "message__author", "subject")
-            .filter(pk=pk)
-            .first()
+        query = visible_cases(user).select_related(
+            "room__school", "room__school_class", "room__cohort", "message__author", "subject"
         )
+        if lock:
+            query = query.select_for_update(of=("self",))
+        case = query.filter(pk=pk).first()
     if case is None:
         raise CaseNotFound
     return case
@@ -140,15 +134,49 @@ def level_handlers(case: Case, level: int) -> set[int]:
     return people - {case.subject_id}
 
 
+def _conduct_tiers(school_id: int) -> list[set[int]]:
+    """Who handles cases about staff, in order: the named allegations contact, the safeguarding
+    lead(s), the moderators of the whole school (each only while their account is active)."""
+    contact = settings_for(school_id).allegations_contact_id
+    with scopes_disabled():
+        named = set(
+            User.objects.filter(pk=contact, school_id=school_id, enabled=True, suspended=False).values_list(
+                "pk", flat=True
+            )
+            if contact is not None
+            else []
+        )
+        restricted = set(
+            StaffRole.objects.filter(
+                school_id=school_id, role=StaffRole.Role.MODERATOR, active=True, cohorts__isnull=False
+            ).values_list("user_id", flat=True)
+        )
+    leads = {lead.pk for lead in _staff_with_role(school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
+    whole_school = {m.pk for m in _staff_with_role(school_id, StaffRole.Role.MODERATOR)} - restricted
+    return [named, leads, whole_school]
+
+
 def conduct_handlers(case: Case) -> set[int]:
-    settings = settings_for(case.school_id)
-    if settings.allegations_contact_id is not None:
-        with scopes_disabled():
-            named = User.objects.filter(pk=settings.allegations_contact_id, enabled=True, suspended=False).exists()
-        people = {settings.allegations_contact_id} if named else set()
-    else:
-        people = {lead.pk for lead in _staff_with_role(case.school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
-    return people - {case.subject_id}
+    """The first tier with someone in it once the case's subject is left out."""
+    for tier in _conduct_tiers(case.school_id):
+        if people := tier - {case.subject_id}:
+            return people
+    return set()
+
+
+def _conduct_cases_of(user: Any) -> Q:
+    """The cases about staff that `user` handles, as a filter (the same rule as `conduct_handlers`):
+    those of their tier, unless a tier before it has someone who is not the case's subject."""
+    tiers = _conduct_tiers(user.school_id)
+    for place, tier in enumerate(tiers):
+        if user.pk in tier:
+            before = set().union(*tiers[:place])
+            if not before:
+                return Q(staff_conduct=True)
+            if len(before) == 1:
+                return Q(staff_conduct=True, subject_id=next(iter(before)))
+            break
+    return Q(pk__in=[])
 
 
 def alerted(case: Case) -> set[int]:
@@ -170,7 +198,7 @@ def may_suspend(user: Any, case: Case) -> bool:
     """Suspending an account is for moderators and above, not for a class teacher alone."""
     roles = _roles(user)
     return bool(roles & {StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}) or (
-        case.staff_conduct and _handles_conduct(user, roles, settings_for(case.school_id))
+        case.staff_conduct and user.pk in conduct_handlers(case)
     )
 
 
@@ -183,6 +211,6 @@ def sees_cases(user: Any) -> bool:
     roles = _roles(user)
     return bool(
         roles & {StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
-        or _handles_conduct(user, roles, settings_for(user.school_id))
+        or any(user.pk in tier for tier in _conduct_tiers(user.school_id))
         or taught_rooms(user).exists()
     )

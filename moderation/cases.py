@@ -9,19 +9,23 @@ transaction, with a `case.action` event in the case's history.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+from django import db
 from django.conf import settings as django_settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from audit.services import record
+from audit.services import audited, record
 from classes.models import User
 from classes.signals import people_disabled
 from messaging import live
@@ -122,10 +126,12 @@ def open_or_join(
         _add_report(case, reporter, category, note, now)
         changed = ["categories"]
         case.categories = list(dict.fromkeys([*case.categories, *categories]))
+        climbed = level > case.level
+        # A report of harm on a case already at the top still alerts (and emails) its people.
+        urgent = climbed or severity >= 4 > case.severity
         if severity > case.severity:
             case.severity = severity
             changed.append("severity")
-        climbed = level > case.level
         if climbed:
             case.level, case.level_since, case.state = level, now, Case.State.ESCALATED
             changed += ["level", "level_since", "state"]
@@ -136,7 +142,7 @@ def open_or_join(
             reporter,
             {"category": category, "note": note, "by": _by(reporter), "severity": case.severity, "level": case.level},
         )
-        _announce(case, alert=climbed)
+        _announce(case, alert=urgent)
     return case
 
 
@@ -208,21 +214,23 @@ def summary(case: Case, settings: ModerationSettings | None = None) -> dict[str,
 
 def _announce(case: Case, *, alert: bool, opened: bool = False) -> None:
     """After commit: an `alert` to the people who must now acknowledge the case, a `case_updated` to
-    everyone who sees it; for a risk of harm, or a case nobody can be alerted to, email too."""
+    everyone who sees it; for a risk of harm, or a case nobody can be alerted to, email too. The
+    email goes first: it does not depend on the channel layer, so Redis being down loses no email."""
     case_id = case.pk
 
     def deliver() -> None:
         with scopes_disabled():
             fresh = Case.objects.select_related("room__school_class", "room__cohort").get(pk=case_id)
-        frame = summary(fresh)
         must_act = access.alerted(fresh)
+        if alert and (fresh.severity >= 4 or not must_act):
+            _email_urgent(fresh, nobody_to_alert=not must_act, opened=opened)
+        frame = summary(fresh)
         if alert and must_act:
             live.send_frame(sorted(must_act), {"type": "alert", "case": frame})
         live.send_frame(sorted(access.audience(fresh)), {"type": "case_updated", "case": frame})
-        if alert and (fresh.severity >= 4 or not must_act):
-            _email_urgent(fresh, nobody_to_alert=not must_act, opened=opened)
 
-    transaction.on_commit(deliver)
+    # robust: a failure here is logged and does not stop the other after-commit work.
+    transaction.on_commit(deliver, robust=True)
 
 
 def _record(case: Case, action: str, actor: User | None, payload: dict[str, Any]) -> None:
@@ -237,21 +245,54 @@ def _record(case: Case, action: str, actor: User | None, payload: dict[str, Any]
 
 
 _mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-mail")
+RETRY_SECONDS = (2.0, 10.0)  # the pauses before the second and third tries
 
 
-def _email(recipients: list[str], subject: str, body: str) -> Future[None] | None:
+def _email(
+    recipients: list[str], subject: str, body: str, failed: Callable[[], None] | None = None
+) -> Future[bool] | None:
     """Send in the background: a slow mail server must not hold up the message that opened the case
-    (or the clock). One sender thread per process keeps emails in order."""
+    (or the clock). One sender thread per process keeps emails in order. If every try fails,
+    `failed` runs (in that thread) so the caller can record it and try again later."""
     if not recipients:
         return None
-    return _mailer.submit(_send, list(recipients), subject, body)
+    return _mailer.submit(_send, list(recipients), subject, body, failed)
 
 
-def _send(recipients: list[str], subject: str, body: str) -> None:
-    try:
-        send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients)
-    except Exception:  # a mail server down must not undo the escalation; the log says so
-        logger.exception("could not email %s", ", ".join(recipients))
+def _send(recipients: list[str], subject: str, body: str, failed: Callable[[], None] | None = None) -> bool:
+    for pause in (*RETRY_SECONDS, None):
+        try:
+            send_mail(subject, body, django_settings.DEFAULT_FROM_EMAIL, recipients)
+            return True
+        except Exception:  # a mail server down must not undo the escalation; the log says so
+            logger.exception("could not email %s", ", ".join(recipients))
+        if pause is not None:
+            time.sleep(pause)
+    if failed is not None:
+        try:
+            failed()
+        except Exception:
+            logger.exception("could not record that an email failed")
+        finally:
+            db.connection.close()  # this thread's own connection
+    return False
+
+
+def _contacts_not_emailed(case_id: int, school_id: int, stamp: datetime) -> None:
+    """The escalation contacts' email failed: say so in the case's history and clear the mark, so
+    the clock emails them again at its next tick."""
+    with audited(school_id), scopes_disabled():
+        if Case.objects.filter(pk=case_id, contacts_emailed=stamp).update(contacts_emailed=None):
+            case = Case.objects.get(pk=case_id)
+            _record(case, "case.email_failed", None, {"contacts": access.settings_for(school_id).contacts()})
+
+
+def _email_contacts(case: Case, why: str, stamp: datetime) -> None:
+    """Email the school's escalation contacts once `case.contacts_emailed` is set to `stamp` (after commit)."""
+    subject, body = _case_mail(case, why)
+    failed = partial(_contacts_not_emailed, case.pk, case.school_id, stamp)
+    contacts = access.settings_for(case.school_id).contacts()
+    transaction.on_commit(partial(_email, contacts, subject, body, failed), robust=True)
 
 
 def wait_for_email() -> None:
@@ -272,16 +313,14 @@ def _case_mail(case: Case, why: str) -> tuple[str, str]:
 
 
 def _email_urgent(case: Case, *, nobody_to_alert: bool, opened: bool) -> None:
-    settings = access.settings_for(case.school_id)
     if nobody_to_alert:
-        with transaction.atomic(), scopes_disabled():
-            if not Case.objects.filter(pk=case.pk, contacts_emailed__isnull=True).update(
-                contacts_emailed=timezone.now()
-            ):
+        stamp = timezone.now()
+        with audited(case.school_id), scopes_disabled():
+            if not Case.objects.filter(pk=case.pk, contacts_emailed__isnull=True).update(contacts_emailed=stamp):
                 return  # another process (or the clock) has emailed them
-            _record(case, "case.contacts_emailed", None, {"contacts": settings.contacts(), "why": "nobody to alert"})
-        subject, body = _case_mail(case, "Nobody in the school can be alerted to this case.")
-        _email(settings.contacts(), subject, body)
+            contacts = access.settings_for(case.school_id).contacts()
+            _record(case, "case.contacts_emailed", None, {"contacts": contacts, "why": "nobody to alert"})
+            _email_contacts(case, "Nobody in the school can be alerted to this case.", stamp)
         return
     with scopes_disabled():
         emails = list(
@@ -297,14 +336,9 @@ def _email_urgent(case: Case, *, nobody_to_alert: bool, opened: bool) -> None:
 
 def _case(user: User, case_id: Any, *, lock: bool = False) -> Case:
     try:
-        case = access.case_for(user, case_id)
+        return access.case_for(user, case_id, lock=lock)
     except access.CaseNotFound:
         raise CaseNotFound from None
-    if lock:
-        with scopes_disabled():
-            Case.objects.select_for_update().filter(pk=case.pk).first()
-            case.refresh_from_db(fields=["state", "level", "level_since", "assignee", "severity", "categories"])
-    return case
 
 
 def _open_case(case: Case) -> None:
@@ -315,7 +349,7 @@ def _open_case(case: Case) -> None:
 def acknowledge(*, user: User, case_id: Any, now: datetime | None = None) -> Case:
     """Someone who sees the case takes it on: its clock stops, and they become its assignee if it has none."""
     now = now or timezone.now()
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id, lock=True)
         _open_case(case)
         if case.state == Case.State.ACKNOWLEDGED:
@@ -331,7 +365,7 @@ def acknowledge(*, user: User, case_id: Any, now: datetime | None = None) -> Cas
 
 def assign(*, user: User, case_id: Any, assignee_id: Any, now: datetime | None = None) -> Case:
     """Give the case to someone who sees it (never to the person it is about)."""
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id, lock=True)
         _open_case(case)
         pk = as_id(assignee_id)
@@ -348,7 +382,7 @@ def escalate(*, user: User, case_id: Any, reason: Any, now: datetime | None = No
     """Hand the case up a level by hand, with a reason; the new level's people are alerted."""
     now = now or timezone.now()
     text = messaging._reason(reason, "Say why you are escalating the case (up to 500 characters).")
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id, lock=True)
         _open_case(case)
         if case.level >= 3 or case.staff_conduct:
@@ -369,7 +403,7 @@ def resolve(*, user: User, case_id: Any, outcome: Any, note: Any = None, now: da
     if outcome not in Case.Outcome.values:
         raise CaseError("invalid_outcome", "Choose the outcome of the case.")
     text = messaging._optional_reason(note)
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id, lock=True)
         _open_case(case)
         case.state, case.outcome, case.resolved = Case.State.RESOLVED, outcome, now
@@ -386,7 +420,7 @@ def add_note(*, user: User, case_id: Any, text: Any, now: datetime | None = None
     body = "" if text is None else str(text).strip()
     if not body or len(body) > NOTE_MAX:
         raise CaseError("invalid_note", f"A note is text of 1 to {NOTE_MAX} characters.")
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id)
         note = CaseNote.objects.create(school_id=case.school_id, case=case, author=user, text=body, created=now)
         _record(case, "case.note_added", user, {"note": body})
@@ -432,7 +466,7 @@ def take_action(*, user: User, case_id: Any, action: Any, reason: Any = None, no
         text = messaging._reason(reason, "Give a reason (up to 500 characters).")
     else:
         text = messaging._optional_reason(reason)
-    with transaction.atomic(), scopes_disabled():
+    with audited(user.school_id), scopes_disabled():
         case = _case(user, case_id, lock=True)
         told = text if access.settings_for(case.school_id).tell_reasons else GENERAL_NOTICE.get(action, "")
         message_id, room_id, author_id = case.message_id, case.room_id, case.subject_id
@@ -525,13 +559,18 @@ def escalate_overdue(now: datetime | None = None) -> Tick:
     emailed: list[int] = []
     settings: dict[int, ModerationSettings] = {}
     with scopes_disabled():
-        waiting = list(Case.objects.filter(state__in=Case.WAITING).select_related("room"))
+        # Level 3 is the top: a case there is only waited on until its contacts have been emailed.
+        waiting = list(
+            Case.objects.filter(state__in=Case.WAITING)
+            .filter(Q(level__lt=3, staff_conduct=False) | Q(contacts_emailed__isnull=True))
+            .select_related("room")
+        )
     for case in waiting:
         school = settings.setdefault(case.school_id, access.settings_for(case.school_id))
         deadline = case.deadline(school)
         if deadline is None or deadline > now:
             continue
-        with transaction.atomic(), scopes_disabled():
+        with audited(case.school_id), scopes_disabled():
             current = (
                 Case.objects.select_for_update()
                 .filter(pk=case.pk, state__in=Case.WAITING, level=case.level, level_since=case.level_since)
@@ -546,7 +585,6 @@ def escalate_overdue(now: datetime | None = None) -> Tick:
                 current.contacts_emailed = now
                 current.save(update_fields=["contacts_emailed"])
                 _record(current, "case.contacts_emailed", None, {"contacts": school.contacts()})
-                subject, body = _case_mail(current, "Nobody has acknowledged this case in time.")
-                transaction.on_commit(partial(_email, school.contacts(), subject, body))
+                _email_contacts(current, "Nobody has acknowledged this case in time.", now)
                 emailed.append(current.pk)
     return Tick(escalated, emailed)

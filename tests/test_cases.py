@@ -8,16 +8,21 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import time_machine
+from django.contrib.auth.hashers import get_hasher
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
-from classes.models import StaffRole, User
+from classes.models import Cohort, CohortStaff, StaffRole, User
 from messaging import services
 from messaging.models import Message, Mute, Room
 from messaging.services import MessagingError
@@ -76,6 +81,25 @@ def history(case: Case) -> list[str]:
         )
 
 
+def hashing_of(client: Client, username: str, password: str) -> int:
+    """How many times signing in as `username` with a wrong password runs the password hasher."""
+    hasher = type(get_hasher())
+    calls = 0
+    encode, verify = hasher.encode, hasher.verify
+
+    def counted(method: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return method(*args, **kwargs)
+
+        return run
+
+    with mock.patch.object(hasher, "encode", counted(encode)), mock.patch.object(hasher, "verify", counted(verify)):
+        client.post("/login/", {"username": username, "password": password})
+    return calls
+
+
 PERSONAS = ("student", "other_student", "teacher", "other_teacher", "aide", "moderator", "safeguarding_lead", "admin")
 
 
@@ -128,6 +152,23 @@ class TestOpening:
         with scopes_disabled():
             assert Report.objects.filter(case=case).count() == 2
         assert history(case) == ["case.opened", "case.reported"]
+
+    def test_a_report_of_harm_on_a_case_already_at_the_top_alerts_and_emails(
+        self, people: SchoolPeople, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        message = post(people.student, class_room(people), "nobody likes you")
+        case = only_case(message)
+        cases.escalate(user=people.teacher, case_id=case.pk, reason="Needs a moderator")
+        cases.escalate(user=people.moderator, case_id=case.pk, reason="Needs the lead")
+        cases.wait_for_email()
+        mail.outbox.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            services.report_message(user=people.aide, message_id=message.pk, category="harm", note="")
+        case.refresh_from_db()
+        assert (case.level, case.severity) == (3, 4)
+        cases.wait_for_email()
+        assert [m.to for m in mail.outbox] == [["dsl@school.test"]]
+        assert "risk of harm" in mail.outbox[0].body
 
     def test_a_resolved_case_stays_closed_and_a_new_report_opens_another(self, people: SchoolPeople) -> None:
         message = post(people.student, class_room(people), "nobody likes you")
@@ -209,18 +250,33 @@ class TestStaffConduct:
     def test_about_the_safeguarding_lead_themselves(
         self, people: SchoolPeople, django_capture_on_commit_callbacks: Any
     ) -> None:
-        """The lead posts in a cohort room they staff; the case about them must go elsewhere. With nobody
-        else to alert, the escalation contacts are emailed at once."""
-        from classes.models import CohortStaff
-
+        """The lead posts in a cohort room they staff; the case about them goes to the whole-school
+        moderators, who are alerted to it."""
         with scopes_disabled():
             CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.safeguarding_lead)
-            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.teacher)
             room = Room.objects.get(cohort=people.cohort)
         with django_capture_on_commit_callbacks(execute=True):
             message = post(people.safeguarding_lead, room, "dm me about it")
         case = only_case(message)
-        assert not sees(people.safeguarding_lead, case)
+        assert {name for name in PERSONAS if sees(getattr(people, name), case)} == {"moderator"}
+        assert access.audience(case) == access.alerted(case) == {people.moderator.pk}
+        assert access.may_suspend(people.moderator, case)
+        cases.acknowledge(user=people.moderator, case_id=case.pk)
+
+    def test_with_nobody_else_the_contacts_are_emailed_at_once(
+        self, people: SchoolPeople, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """The lead is the subject and the only moderator looks after another cohort: nobody in the
+        school can be alerted, so the escalation contacts are emailed, once."""
+        with scopes_disabled():
+            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.safeguarding_lead)
+            elsewhere = Cohort.objects.create(school=people.school, graduation_year=2030)
+            StaffRole.objects.get(user=people.moderator, role=StaffRole.Role.MODERATOR).cohorts.add(elsewhere)
+            room = Room.objects.get(cohort=people.cohort)
+        with django_capture_on_commit_callbacks(execute=True):
+            message = post(people.safeguarding_lead, room, "dm me about it")
+        case = only_case(message)
+        assert {name for name in PERSONAS if sees(getattr(people, name), case)} == set()
         assert access.audience(case) == set()
         cases.wait_for_email()
         assert [m.to for m in mail.outbox] == [["head@school.test", "deputy@school.test"]]
@@ -228,6 +284,41 @@ class TestStaffConduct:
         assert case.contacts_emailed is not None
         # The clock does not email them a second time at the deadline.
         assert escalate_overdue(case.level_since + timedelta(hours=1)).emailed == []
+
+    @pytest.mark.parametrize("absent", ["subject", "suspended", "disabled"])
+    def test_when_the_named_person_cannot_take_it_the_lead_does(self, people: SchoolPeople, absent: str) -> None:
+        """The person named for allegations is the case's subject, suspended or disabled: the case goes
+        to the safeguarding lead rather than to nobody."""
+        with scopes_disabled():
+            ModerationSettings.objects.filter(school=people.school).update(allegations_contact=people.moderator)
+            if absent == "suspended":
+                User.objects.filter(pk=people.moderator.pk).update(suspended=True)
+            elif absent == "disabled":
+                User.objects.filter(pk=people.moderator.pk).update(enabled=False)
+        author = people.moderator if absent == "subject" else people.teacher
+        with scopes_disabled():
+            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=author)
+            room = Room.objects.get(cohort=people.cohort)
+        if absent == "subject":
+            message = post(author, room, "text me on my number")
+        else:
+            message = post(author, class_room(people), "text me on my number")
+        case = only_case(message)
+        assert access.audience(case) == access.alerted(case) == {people.safeguarding_lead.pk}
+        people.moderator.refresh_from_db()  # `sees` reads whether the account is active
+        assert {name for name in PERSONAS if sees(getattr(people, name), case)} == {"safeguarding_lead"}
+
+    def test_the_named_person_keeps_the_cases_about_the_lead(self, people: SchoolPeople) -> None:
+        """With a named person, the lead handles (as second in line) only the cases about that person."""
+        with scopes_disabled():
+            ModerationSettings.objects.filter(school=people.school).update(allegations_contact=people.moderator)
+            CohortStaff.objects.create(school=people.school, cohort=people.cohort, user=people.moderator)
+            room = Room.objects.get(cohort=people.cohort)
+        about_teacher = only_case(post(people.teacher, class_room(people), "text me on my number"))
+        about_contact = only_case(post(people.moderator, room, "text me on my number"))
+        assert (sees(people.moderator, about_teacher), sees(people.safeguarding_lead, about_teacher)) == (True, False)
+        assert (sees(people.safeguarding_lead, about_contact), sees(people.moderator, about_contact)) == (True, False)
+        assert not access.may_suspend(people.teacher, about_teacher)
 
 
 class TestHandling:
@@ -301,6 +392,38 @@ class TestClock:
             automatic = AuditEvent.objects.filter(action="case.escalated", target_id=str(case.pk))
             assert [(e.actor_id, e.payload["automatic"]) for e in automatic] == [(None, True), (None, True)]
         assert history(case)[-1] == "case.contacts_emailed"
+
+    @pytest.mark.django_db(transaction=True)  # the mail thread records the failure in its own transaction
+    def test_a_failed_email_to_the_contacts_is_recorded_and_sent_again(
+        self, people: SchoolPeople, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tries: list[list[str]] = []
+
+        def mail_server_down_for_three_tries(subject: str, body: str, sender: str, to: list[str]) -> int:
+            tries.append(to)
+            if len(tries) <= 3:
+                raise ConnectionRefusedError("mail server down")
+            return 1
+
+        monkeypatch.setattr(cases, "send_mail", mail_server_down_for_three_tries)
+        monkeypatch.setattr(cases, "RETRY_SECONDS", (0.0, 0.0))
+        message = post(people.student, class_room(people), "nobody likes you")
+        case = only_case(message)
+        cases.escalate(user=people.teacher, case_id=case.pk, reason="Needs a moderator", now=NOON)
+        cases.escalate(user=people.moderator, case_id=case.pk, reason="Needs the lead", now=NOON)
+        assert escalate_overdue(NOON + timedelta(hours=1)).emailed == [case.pk]
+        cases.wait_for_email()
+        case.refresh_from_db()
+        assert len(tries) == 3
+        assert case.contacts_emailed is None
+        assert history(case)[-2:] == ["case.contacts_emailed", "case.email_failed"]
+        # The clock's next tick tries again, and this time the mail server answers.
+        assert escalate_overdue(NOON + timedelta(hours=1, minutes=1)).emailed == [case.pk]
+        cases.wait_for_email()
+        case.refresh_from_db()
+        assert tries[3:] == [["head@school.test", "deputy@school.test"]]
+        assert case.contacts_emailed is not None
+        assert escalate_overdue(NOON + timedelta(hours=2)) == cases.Tick([], [])
 
     def test_an_acknowledged_case_stays_where_it_is(self, people: SchoolPeople) -> None:
         case = only_case(post(people.student, class_room(people), "nobody likes you", now=NOON))
@@ -414,6 +537,10 @@ class TestActions:
         assert "Your account is suspended: Threats" in page.content.decode()
         page = client.post("/login/", {"username": student.username, "password": "wrong"})
         assert "suspended" not in page.content.decode()  # only the person who knows the password is told
+        # A wrong password costs the same hashing whether the account is suspended or not (no timing tell;
+        # the first sign-in of a process also makes its decoy hash, once).
+        hashing_of(client, people.other_student.username, "no")
+        assert hashing_of(client, student.username, "wrong") == hashing_of(client, people.other_student.username, "no")
         cases.take_action(user=people.moderator, case_id=case.pk, action=CaseAction.UNSUSPEND, reason="Talked")
         assert User.objects.get(pk=people.student.pk).is_active
         assert client.login(username=student.username, password="pw")
@@ -520,3 +647,46 @@ class TestPages:
         with scopes_disabled():
             assert Message.objects.get(pk=case.message_id).state == Message.State.REMOVED
         assert self.client_for(people.other_teacher).post(url, {"step": "acknowledge"}).status_code == 404
+
+
+@pytest.mark.postgres
+class TestLockOrder:
+    """Every audited action of a school locks the school's audit chain before any other row, so two
+    actions can only wait for each other, never deadlock (a report locks its case after recording,
+    a case action used to lock the case before recording)."""
+
+    def test_the_chain_is_the_first_lock_of_every_action(self, people: SchoolPeople) -> None:
+        room = class_room(people)
+        message = post(people.student, room, "nobody likes you", now=timezone.now())
+        case = only_case(message)
+        actions: dict[str, Any] = {
+            "send": lambda: post(people.student, room, "see you at lunch", now=timezone.now()),
+            "edit": lambda: services.edit_message(user=people.student, message_id=message.pk, body="nobody likes u"),
+            "report": lambda: services.report_message(
+                user=people.aide, message_id=message.pk, category="bullying", note=""
+            ),
+            "acknowledge": lambda: cases.acknowledge(user=people.teacher, case_id=case.pk),
+            "note": lambda: cases.add_note(user=people.teacher, case_id=case.pk, text="Spoke to them"),
+            "hide": lambda: cases.take_action(
+                user=people.teacher, case_id=case.pk, action=CaseAction.HIDE, reason="Unkind"
+            ),
+            "lock room": lambda: services.lock_room(user=people.teacher, room_id=room.pk, reason="Calm down"),
+            "mute": lambda: services.mute(
+                user=people.teacher, room_id=room.pk, student_id=people.student.pk, reason="Calm down"
+            ),
+            "escalate": lambda: cases.escalate(user=people.teacher, case_id=case.pk, reason="Needs a moderator"),
+            "clock": lambda: escalate_overdue(timezone.now() + timedelta(days=1)),
+            "resolve": lambda: cases.resolve(user=people.safeguarding_lead, case_id=case.pk, outcome="spoken_to"),
+        }
+        for name, action in actions.items():
+            with CaptureQueriesContext(connection) as seen:
+                action()
+            locking = [
+                query["sql"]
+                for query in seen.captured_queries
+                if "FOR UPDATE" in query["sql"] or query["sql"].lstrip().startswith(("UPDATE", "DELETE"))
+            ]
+            assert locking, name
+            first = locking[0]
+            assert first.startswith('SELECT "audit_auditchainhead"'), (name, first)
+            assert "FOR UPDATE" in first, (name, first)
