@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -170,8 +171,14 @@ def _fold_run(match: re.Match[str]) -> str:
     return match.group().translate(_LETTERS)
 
 
-def _leet_in_context(match: re.Match[str]) -> str:
-    return LEET[match.group()] if _leet(match.string, match.start()) else match.group()
+def _leet_reader(original: str) -> Callable[[re.Match[str]], str]:
+    """For `re.sub` over `original` or a copy with each character in its place: a leetspeak character
+    read against its neighbours as written, not as they have already been read."""
+
+    def read(match: re.Match[str]) -> str:
+        return LEET[match.group()] if _leet(original, match.start()) else match.group()
+
+    return read
 
 
 def _collapse_runs(text: str) -> str:
@@ -188,10 +195,15 @@ def _collapse_runs(text: str) -> str:
 
 def quick_fold(original: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     """`fold(original).text` and `.spelt`, without the origins."""
-    text = _INVISIBLE.sub("", original)
+    # As `fold` does, every leetspeak character is read against the original: its neighbours as written,
+    # invisible characters included, not as already read ("d13" is "di", "k\u200b!ll" is "k l"). A
+    # substitution puts one letter in the place of one character, so positions hold until invisible
+    # characters go, after.
+    text, read = original, _leet_reader(original)
     for character, finder in _LEET_CHARACTERS.items():
-        if character in text:
-            text = finder.sub(_leet_in_context, text)
+        if character in original:
+            text = finder.sub(read, text)
+    text = _INVISIBLE.sub("", text)
     if not text.isascii():  # the other characters first, a run at a time, so the rest takes str's ASCII path
         text = _NOT_ASCII.sub(_fold_run, text)
     text = text.translate(_LETTERS)  # every character as `fold` reads it

@@ -216,28 +216,52 @@ def default_screen() -> Screen:
 
 # Contact details and addresses need a digit or an "@": each pattern runs only in windows around what
 # it cannot match without (its trigger), so leetspeak digits ("k1ll") do not send every pattern over
-# the whole of a long message.
+# the whole of a long message. A trigger must match wherever its pattern does: every match of a pattern
+# holds a match of its trigger, starting at most BEFORE characters into it and ending at most AFTER
+# characters before its end, or the windows miss what the whole text gives (tests/test_screening.py
+# holds the two to the same answer).
 TRIGGERS: dict[re.Pattern[str], re.Pattern[str]] = {
     EMAIL: re.compile(r"@[\w-]+\."),  # an "@" before a domain: leetspeak's "c@t" is not one
-    HANDLE: re.compile(r"(?<![\w@])@\w"),  # an "@" that starts a word
-    PHONE: re.compile(r"\d(?:[\s().+-]{0,2}\d){5}"),  # six digits close together, at least
+    HANDLE: re.compile(r"(?<![\w@])@[\w.]"),  # an "@" that starts a word or a dotted name ("@.x" is a handle)
+    # Six digits close together, at least, with what a phone number allows between two digits: up to
+    # two separators, then a "+" ("1-+2").
+    PHONE: re.compile(r"\d(?:[\s().+-]{0,3}\d){5}"),
     POSTCODE: re.compile(r"\d.{0,2}\d"),  # "SW1A 1AA": two digits within a few characters
     STREET: re.compile(r"(?<!\w)\d"),  # a house number starts a word
 }
 AT_TRIGGERS = {TRIGGERS[EMAIL], TRIGGERS[HANDLE]}  # the others need a digit
-ANY_TRIGGER = re.compile(r"[\d@]+")  # for a pattern without a trigger of its own
 BEFORE, AFTER = 64, 96  # how far around a trigger a pattern's match can reach
+# An email address has no bound on its length, so it can reach further than BEFORE and AFTER: its
+# windows widen to the whole run of the characters an address is made of, and so start and end where
+# no address can go on.
+RUNS: dict[re.Pattern[str], re.Pattern[str]] = {EMAIL: re.compile(r"[\w.+@-]*")}
 
 
-def _windows(text: str, trigger: re.Pattern[str]) -> list[list[int]]:
+def _windows(text: str, trigger: re.Pattern[str], run: re.Pattern[str] | None = None) -> list[list[int]]:
     windows: list[list[int]] = []
     for found in trigger.finditer(text):
         start, end = max(0, found.start() - BEFORE), found.end() + AFTER
         if windows and start <= windows[-1][1]:
-            windows[-1][1] = end
-        else:
-            windows.append([start, end])
+            if end > windows[-1][1]:
+                windows[-1][1] = _run_end(run, text, end) if run else end
+            continue
+        if run:
+            # Back to where the run starts, though no further than the window before (the text read
+            # backwards, so that the run's own pattern finds it); then on to where the run ends.
+            floor = windows[-1][1] if windows else 0
+            start -= _run_end(run, text[floor:start][::-1], 0)
+            end = _run_end(run, text, end)
+            if windows and start <= windows[-1][1]:
+                windows[-1][1] = end
+                continue
+        windows.append([start, end])
     return windows
+
+
+def _run_end(run: re.Pattern[str], text: str, position: int) -> int:
+    """Where the run of characters that `run` matches, from `position` in `text`, ends."""
+    found = run.match(text, position)
+    return found.end() if found else min(position, len(text))
 
 
 DIGIT = re.compile(r"\d")
@@ -246,17 +270,17 @@ DIGIT = re.compile(r"\d")
 def _pattern_matches(text: str, categories: dict[str, Category]) -> list[Match]:
     matches: list[Match] = []
     has_at, has_digit = "@" in text, DIGIT.search(text) is not None
-    if not has_at and not has_digit:
-        return matches  # the common case: nothing any pattern could match
     windows: dict[re.Pattern[str], list[list[int]]] = {}
     for key, category in categories.items():
         for pattern in category.patterns:
-            trigger = TRIGGERS.get(pattern, ANY_TRIGGER)
-            needed = has_at if trigger in AT_TRIGGERS else has_digit or (has_at and trigger is ANY_TRIGGER)
-            if not needed:
+            trigger = TRIGGERS.get(pattern)
+            if trigger is None:  # nothing known that it cannot match without: the whole text
+                matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text))
                 continue
+            if not (has_at if trigger in AT_TRIGGERS else has_digit):
+                continue  # the common case: no digit or no "@", so no trigger
             if trigger not in windows:
-                windows[trigger] = _windows(text, trigger)
+                windows[trigger] = _windows(text, trigger, RUNS.get(pattern))
             for start, end in windows[trigger]:
                 matches.extend(Match(key, m.start(), m.end(), m.group()) for m in pattern.finditer(text, start, end))
     return matches

@@ -154,12 +154,56 @@ def test_messaging_holds_what_screening_holds(school_a: Any, settings: Any) -> N
         "h!m | h|m 4ll 0f th3m",
         "sn\u0430pch\u0430t c\u0430f\u00e9 \U0001d424\U0001d422\U0001d425\U0001d425",
         "Don\u2019t tell anyone!!! Seriously...",
+        # Each leetspeak character is read against its neighbours as written, not as already read:
+        "d13",  # "1" touches a letter, "3" touches only the "1": "di", not "die"
+        "3d1",
+        "31d",
+        "k111ll",
+        "h3110",
+        "4$$",
+        "@b3",
+        "0!d",
+        "a!!b",
+        "a|1b",
+        "!1!",
+        "$n4p",
+        # and with invisible characters kept, which are dropped only afterwards:
+        "k\u200b!ll",  # "!" touches the zero-width space, not the "k"
+        "k!\u200bll",
+        "k\u200b1ll",
+        "1\u200bd",
+        "d\u200b13",
+        "h\u00ad|\u00adm",
+        "\u200b3\u200b",
+        "sn\u200b4p",
+        "\u00e93",  # a letter that folds to one counts as one
+        "\u0430$",
+        "\uff41!\uff42",
+        "1\u0301a",
     ],
 )
 def test_the_quick_fold_agrees_with_the_careful_one(text: str) -> None:
     """Screening decides on the quick fold and locates spans with the careful one: they must agree."""
     folded = fold(text)
     assert quick_fold(text) == (folded.text, folded.spelt)
+
+
+def test_the_quick_fold_agrees_with_the_careful_one_on_random_text() -> None:
+    """Leetspeak characters, digits, invisible characters, look-alikes and spaces next to each other, in
+    every order: the two folds give the same text and the same spelt-out words."""
+    rng = random.Random(11)
+    alphabet = [
+        *"abdeiklnopst",  # letters, some of them what leetspeak stands for
+        *"0134578@$!|",  # leetspeak
+        *"269",  # digits that stand for no letter
+        "\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\ufeff", "\u180e",  # invisible
+        "\u0430", "\u00e9", "\uff41", "\uff11", "\u0301", "\u00df", "\U0001d424",  # other scripts and forms
+        " ", "  ", ".", ",", "-", "'", "\n",
+    ]  # fmt: skip
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 24)))
+        folded = fold(text)
+        assert quick_fold(text) == (folded.text, folded.spelt), repr(text)
 
 
 @pytest.mark.parametrize("text", ["fuck off", "f u c k off", "sh1t, that is shit", "\uff46\uff55\uff43\uff4b you"])
@@ -208,6 +252,8 @@ def test_patterns_find_in_their_windows_what_they_find_in_the_whole_text() -> No
         "k1ll", "h3ll0", "page 12", "room 4b", "07700 900123", "+44 (0)20 7946 0958", "12 High Street",
         "221b Baker St", "flat 3, 9 Mill Lane", "SW1A 1AA", "M1 1AE", "ec1a1bb", "me@example.org",
         "@snap_user", "mail me at a.b@c.co.uk", "c@t", "c@t.", "@ the", "@@x", "x@y.", "@a.b", "question 7 of 10", "1st", "2026", "3.14", "5 6 7 8 9 0 1 2 3",
+        "@.x", "@..x", "@x.y", "@.", "@.-", ".@x", "x.@.x", "1-+2", "+44-+7700-+900-+123", "0-(+7 7-)+0 0(.9 0 0",
+        "07700+900+123", "1 -+2 -+3 -+4 -+5 -+6", f"{'x' * 90}@mail.example.org", f"me@{'x.' * 60}uk",
         "the", "homework", "is", "due", "on", "friday", "ok", "!", ",", "\n",
     ]  # fmt: skip
     for _ in range(400):
@@ -221,6 +267,67 @@ def test_patterns_find_in_their_windows_what_they_find_in_the_whole_text() -> No
         found = _pattern_matches(text, CATEGORIES)
         assert len(found) == len(set(found)), text  # windows merge: nothing found twice
         assert set(found) == everywhere, text
+
+
+def test_patterns_find_in_their_windows_what_they_find_in_the_whole_text_character_by_character() -> None:
+    """The same, over text made a character at a time from what contact details are made of: digits with
+    the separators a phone number allows ("-+" between digits included), "@" next to dots and letters
+    ("@.x" is a handle), long runs of the characters an address is made of."""
+    from moderation.screening import CATEGORIES, _pattern_matches
+
+    rng = random.Random(8)
+    others = [*"@@..x- ()_\nabSW!\u00e9"]
+    for _ in range(4000):
+        # Each text from a few of these characters; half the time digits, and between one and the next
+        # a few of the others and now and then a "+", so that what a pattern looks for comes together.
+        chosen = rng.sample(others, rng.randint(1, 6))
+        length = rng.randint(1, 30) if rng.random() < 0.9 else 300
+        if rng.random() < 0.5:
+            text = "".join(rng.choice([*chosen, "+", "0", "1", "9"]) for _ in range(length * 2))
+        else:
+            text = "".join(
+                rng.choice("0123456789")
+                + "".join(rng.choice(chosen) for _ in range(rng.randint(0, 2)))
+                + rng.choice(["", "", "+"])
+                for _ in range(length)
+            )
+        everywhere = {
+            Match(key, m.start(), m.end(), m.group())
+            for key, category in CATEGORIES.items()
+            for pattern in category.patterns
+            for m in pattern.finditer(text)
+        }
+        found = _pattern_matches(text, CATEGORIES)
+        assert len(found) == len(set(found)), text
+        assert set(found) == everywhere, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "follow @.x.y",  # a handle that starts with a dot
+        "@..abc",
+        "ring 0--+7--+7 0 0--+9 0 0--+1 2 3",  # two separators and a "+" between digits
+        "0 -+1 -+2 -+3 -+4 -+5 -+6 -+7 -+8 -+9 0",
+        f"{'padding ' * 20}write to {'a' * 100}@example.org",  # an address longer than a window reaches
+        f"{'padding ' * 20}write to me@{'sub.' * 50}example.org {'padding ' * 20}",
+        f"{'x' * 300}@a.b {'y' * 200}@c.d",
+        f"{'1 ' * 60}me@x.y{'.z' * 60}",
+    ],
+)
+def test_patterns_find_in_their_windows_what_they_find_in_the_whole_text_at_the_edges(text: str) -> None:
+    from moderation.screening import CATEGORIES, _pattern_matches
+
+    everywhere = {
+        Match(key, m.start(), m.end(), m.group())
+        for key, category in CATEGORIES.items()
+        for pattern in category.patterns
+        for m in pattern.finditer(text)
+    }
+    assert everywhere  # each of them is, or holds, a contact detail
+    found = _pattern_matches(text, CATEGORIES)
+    assert len(found) == len(set(found))
+    assert set(found) == everywhere
 
 
 def test_long_texts_collapse_repeated_letters_as_short_ones_do() -> None:
