@@ -167,10 +167,12 @@ def record(
     target: Model | None = None,
     payload: dict[str, Any] | None = None,
     target_label: str | None = None,
-) -> AuditEvent:
-    """Append one event (see `record_many`)."""
+    fetch: bool = False,
+) -> AuditEvent | None:
+    """Append one event (see `record_many`); with `fetch`, return it as stored."""
     entry = Entry.about(action, target, payload, label=target_label)
-    return record_many([entry], school_id=school_id, actor=actor)[0]
+    events = record_many([entry], school_id=school_id, actor=actor, fetch=fetch)
+    return events[0] if events else None
 
 
 class Problem(enum.StrEnum):

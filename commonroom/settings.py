@@ -109,8 +109,10 @@ DATABASE_URL = env_url(
     f"sqlite:///{DATA_DIR / 'commonroom.sqlite3'}",
     schemes={"sqlite", "postgres", "postgresql", "pgsql"},
 )
+# A daphne process runs its database work in one thread, which keeps its connection for a minute
+# rather than opening one for every socket frame (docs/performance.md).
 _database: dict[str, Any] = dict(
-    dj_database_url.parse(DATABASE_URL or "", conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0))
+    dj_database_url.parse(DATABASE_URL or "", conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
 )
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] not in ("", ":memory:"):
@@ -129,13 +131,17 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis when REDIS_URL is set (several daphne processes share
-# it), otherwise the in-memory layer of a single process.
+# it), otherwise the in-memory layer of a single process. The publish/subscribe
+# layer sends a room's event to Redis once and each process hands it to its own
+# sockets, where the list-based layer queues one copy per socket (see
+# docs/performance.md). Live delivery is at most once either way; clients fill
+# any gap from the room's sequence numbers (docs/protocol.md).
 REDIS_URL = env_url("REDIS_URL", None, schemes={"redis", "rediss", "unix"})
 CHANNEL_LAYERS: dict[str, Any]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX") or "commonroom"},
         }
     }

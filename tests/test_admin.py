@@ -278,7 +278,8 @@ def test_the_admin_cannot_change_or_delete_an_event(client: Client, school_a: Sc
     from audit.services import record
 
     with transaction.atomic():
-        event = record("test.happened", school_id=school_a.school.pk, payload={"n": 1})
+        event = record("test.happened", school_id=school_a.school.pk, payload={"n": 1}, fetch=True)
+    assert event is not None
     _login(client, operator)
     assert client.post(f"/admin/audit/auditevent/{event.pk}/change/", {"action": "forged"}).status_code == 403
     assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403

@@ -136,7 +136,9 @@ class TestAppending:
                     "ratio": 0.5,
                     "when": school_a.year.start_date,
                 },
+                fetch=True,
             )
+        assert event is not None
         stored = AuditEvent.all_chains.get(pk=event.pk)
         assert stored.payload == {"password": MASK, "nested": {"api_token": MASK}, "ratio": "0.5", "when": "2026-09-01"}
         assert verify_chain(stored.chain).intact

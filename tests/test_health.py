@@ -43,7 +43,7 @@ def test_a_broken_database_makes_it_unhealthy(client: Client, monkeypatch: pytes
 def test_healthy_with_redis(client: Client) -> None:
     from django.conf import settings
 
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     response = client.get("/healthz")
     assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok"}
 

@@ -233,3 +233,50 @@ def test_quiet_hours_refuse_a_post_with_the_time_it_opens(school_a: SchoolPeople
     refusal = posting_refusal(school_a.student, room, datetime(2026, 11, 23, 23, 0, tzinfo=UTC))
     assert refusal is not None
     assert (refusal.code, refusal.detail) == ("room_quiet_hours", "Quiet hours: posting opens again at 07:00.")
+
+
+PERSONAS = ("student", "other_student", "teacher", "other_teacher", "aide", "moderator", "safeguarding_lead", "admin")
+
+
+def test_room_for_agrees_with_readable_rooms_everywhere(school_a: SchoolPeople, school_b: SchoolPeople) -> None:
+    """`room_for` asks of one room what `readable_rooms` lists; for every person and room, in every
+    situation the rules tell apart, the two must agree."""
+    from django.db import transaction
+
+    from classes.models import Cohort, CohortMembership, StaffRole
+    from messaging.rooms import sync_rooms
+
+    def agree(moment: datetime) -> None:
+        with scopes_disabled():
+            rooms = list(Room.objects.all())
+            for school in (school_a, school_b):
+                for name in PERSONAS:
+                    person = User.objects.get(pk=getattr(school, name).pk)
+                    listed = set(readable_rooms(person, moment).values_list("pk", flat=True))
+                    for room in rooms:
+                        try:
+                            room_for(person, room.pk, moment)
+                            found = True
+                        except RoomNotFound:
+                            found = False
+                        assert found == (room.pk in listed), (name, room, moment)
+
+    agree(NOON)
+    with scopes_disabled():
+        younger = Cohort.objects.create(school=school_a.school, graduation_year=2030)
+        with transaction.atomic():
+            sync_rooms([school_a.school.pk])
+        role = StaffRole.objects.get(user=school_a.moderator, role="moderator")
+        role.cohorts.set([younger])
+        agree(NOON)
+        role.cohorts.set([school_a.cohort])  # and so the classes of that cohort's students
+        CohortStaff.objects.create(school=school_a.school, cohort=school_a.cohort, user=school_a.teacher)
+        CohortMembership.objects.filter(user=school_a.other_student).update(end_date=date(2026, 11, 1))
+        agree(NOON)
+        Enrollment.objects.filter(user=school_a.student).update(begin_date=date(2026, 12, 1))  # not yet begun
+        agree(NOON)
+        SchoolClass.objects.filter(pk=school_a.school_class.pk).update(status="archived", archived_on=date(2027, 7, 20))
+        Enrollment.objects.filter(school_class=school_a.school_class).update(active=False, end_date=date(2027, 7, 20))
+        Enrollment.objects.filter(user=school_a.aide).update(end_date=date(2027, 3, 1))
+        User.objects.filter(pk=school_b.teacher.pk).update(enabled=False)
+    agree(datetime(2027, 9, 1, 12, tzinfo=UTC))
