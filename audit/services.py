@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -97,13 +98,35 @@ def _lock_head(chain: str) -> AuditChainHead:
     return head
 
 
+class _Held(threading.local):
+    """The chain heads this thread's `audited` blocks hold locked: chain -> (head, savepoint count).
+
+    `record_many` appends with the held copy instead of locking and reading the head again, but only
+    while no savepoint has been made since it was taken (Django counts them in `savepoint_state`): a
+    savepoint may be rolled back with what was appended after it, so from then on the head is read
+    from the database again."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[AuditChainHead, int]] = {}
+
+
+_held = _Held()
+
+
 @contextmanager
 def audited(school_id: int | None) -> Iterator[None]:
     """A transaction for an action that records events in the chain of `school_id`: the chain's
     lock is its first lock (see the module's docstring)."""
+    chain = chain_for_school(school_id)
     with transaction.atomic():
-        _lock_head(chain_for_school(school_id))
-        yield
+        if chain in _held.heads:  # an audited action inside another one: the lock is held already
+            yield
+            return
+        _held.heads[chain] = (_lock_head(chain), connection.savepoint_state)
+        try:
+            yield
+        finally:
+            _held.heads.pop(chain, None)
 
 
 def record_many(
@@ -127,7 +150,12 @@ def record_many(
     created = at or timezone.now()
     actor_id = getattr(actor, "pk", None)
     actor_label = (getattr(actor, "username", "") or "")[:150] if actor_id is not None else ""
-    head = _lock_head(chain)
+    held = _held.heads.get(chain)
+    if held is not None and held[1] == connection.savepoint_state:
+        head = held[0]
+    else:
+        head = _lock_head(chain)
+        _held.heads.pop(chain, None)
     first_seq = head.seq + 1
     seq, prev = head.seq, head.hash or GENESIS_HASH
     rows = []
@@ -154,6 +182,7 @@ def record_many(
         prev = digest
     insert_rows(AuditEvent, _FIELDS[1:], rows)
     AuditChainHead.objects.filter(chain=chain).update(seq=seq, hash=prev)
+    head.seq, head.hash = seq, prev
     if not fetch:
         return []
     return list(AuditEvent.all_chains.filter(chain=chain, seq__gte=first_seq).order_by("seq"))

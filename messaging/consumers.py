@@ -16,7 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from messaging import services
+from messaging import policy, services
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     def _ready(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """One unit of work in the sync thread: the rooms and the acceptable-use policy."""
-        return services.ready(user=self.user), services.policy_status(self.user)
+        with policy.remembering():
+            return services.ready(user=self.user), services.policy_status(self.user)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))

@@ -16,9 +16,12 @@ room of the school; neither posts. School admins read nothing as admins.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.db.models import F, Q, QuerySet
@@ -77,9 +80,44 @@ def _current(queryset: QuerySet[Enrollment], today: date) -> QuerySet[Enrollment
     )
 
 
+_memo: ContextVar[dict[Any, Any] | None] = ContextVar("policy_memo", default=None)
+
+
+@contextmanager
+def remembering() -> Iterator[None]:
+    """Within this block, what cannot change while one answer is put together (a person's staff roles,
+    their mutes, the school's current policy) is looked up once, not once per room."""
+    if _memo.get() is not None:
+        yield
+        return
+    token = _memo.set({})
+    try:
+        yield
+    finally:
+        _memo.reset(token)
+
+
+def remembered(key: Any, look_up: Callable[[], Any]) -> Any:
+    """`look_up()`, asked once per `remembering` block (every time outside one)."""
+    memo = _memo.get()
+    if memo is None:
+        return look_up()
+    if key not in memo:
+        memo[key] = look_up()
+    return memo[key]
+
+
 def _roles(user: Any) -> set[str]:
-    return set(
-        StaffRole.objects.filter(school_id=user.school_id, user_id=user.pk, active=True).values_list("role", flat=True)
+    return cast(
+        set[str],
+        remembered(
+            ("roles", user.pk),
+            lambda: set(
+                StaffRole.objects.filter(school_id=user.school_id, user_id=user.pk, active=True).values_list(
+                    "role", flat=True
+                )
+            ),
+        ),
     )
 
 
@@ -158,12 +196,22 @@ def room_for(user: Any, room_id: Any, now: datetime | None = None) -> Room:
 
 
 def _may_read(user: Any, room: Room, now: datetime) -> bool:
-    """`readable_rooms` asked of one room, with a few small queries instead of the whole list (the hot
-    path of every send); tests/test_policy.py checks that the two always agree."""
+    """`readable_rooms` asked of one room, with small queries instead of the whole list (the hot path of
+    every send), the commonest answer first: the person takes part in the room. tests/test_policy.py
+    checks that the two always agree."""
+    today = _today(room.school, now)
+    if room.school_class_id is not None:
+        mine = Enrollment.objects.filter(school_class_id=room.school_class_id, user_id=user.pk)
+        if _current(mine, today).exists():
+            return True
+    elif (
+        CohortMembership.objects.filter(user_id=user.pk, cohort_id=room.owner_id, end_date__isnull=True).exists()
+        or CohortStaff.objects.filter(user_id=user.pk, cohort_id=room.owner_id, active=True).exists()
+    ):
+        return True
     roles = _roles(user)
     if StaffRole.Role.SAFEGUARDING_LEAD in roles:
         return True
-    today = _today(room.school, now)
     if StaffRole.Role.MODERATOR in roles:
         cohort_ids = [
             c
@@ -180,21 +228,14 @@ def _may_read(user: Any, room: Room, now: datetime) -> bool:
                 Enrollment.objects.filter(school_class_id=room.school_class_id, user_id__in=members), today
             ).exists():
                 return True
-    if room.school_class_id is not None:
-        mine = Enrollment.objects.filter(school_class_id=room.school_class_id, user_id=user.pk)
-        if _current(mine, today).exists():
-            return True
-        school_class = room.school_class
-        return bool(
-            school_class is not None
-            and school_class.status == SchoolClass.Status.ARCHIVED
-            and school_class.archived_on is not None
-            and mine.filter(end_date__gte=school_class.archived_on).exists()
-        )
-    cohort_id = room.owner_id
-    return (
-        CohortMembership.objects.filter(user_id=user.pk, cohort_id=cohort_id, end_date__isnull=True).exists()
-        or CohortStaff.objects.filter(user_id=user.pk, cohort_id=cohort_id, active=True).exists()
+    school_class = room.school_class
+    return bool(
+        school_class is not None
+        and school_class.status == SchoolClass.Status.ARCHIVED
+        and school_class.archived_on is not None
+        and Enrollment.objects.filter(
+            school_class_id=school_class.pk, user_id=user.pk, end_date__gte=school_class.archived_on
+        ).exists()
     )
 
 
@@ -290,9 +331,9 @@ def posting_refusal(
     if user.role != User.Role.STUDENT:
         return None
     with scopes_disabled():
-        mute = Mute.objects.filter(room=room, user=user, ended__isnull=True).first()
-    if mute is not None:
-        return Refusal("muted", f"A teacher has muted you in this room: {mute.reason}")
+        reason = mutes_of(user).get(room.pk)
+    if reason is not None:
+        return Refusal("muted", f"A teacher has muted you in this room: {reason}")
     return _student_refusal(user, room, now)
 
 
@@ -311,8 +352,8 @@ def personal_refusal(
 
 def _student_refusal(user: User, room: Room, now: datetime) -> Refusal | None:
     with scopes_disabled():
-        current = AcceptableUsePolicy.objects.filter(school_id=room.school_id).order_by("-version").first()
-        if current is not None and not PolicyAcceptance.objects.filter(policy=current, user=user).exists():
+        current = current_policy(room.school_id)
+        if current is not None and not has_accepted(user, current):
             return Refusal("policy_not_accepted", "Accept your school's acceptable-use policy before you post.")
     school = room.school
     today = _today(school, now)
@@ -324,6 +365,41 @@ def _student_refusal(user: User, room: Room, now: datetime) -> Refusal | None:
     ):
         return Refusal("parental_consent_required", "You can post once a parent's consent has been recorded.")
     return None
+
+
+def mutes_of(user: Any) -> dict[int, str]:
+    """The reasons of `user`'s mutes now in force, by room."""
+    return cast(
+        dict[int, str],
+        remembered(
+            ("mutes", user.pk),
+            lambda: dict(Mute.objects.filter(user_id=user.pk, ended__isnull=True).values_list("room_id", "reason")),
+        ),
+    )
+
+
+def current_policy(school_id: int | None) -> AcceptableUsePolicy | None:
+    """The school's acceptable-use policy now in force, if it has one."""
+    if school_id is None:
+        return None
+    with scopes_disabled():
+        return cast(
+            AcceptableUsePolicy | None,
+            remembered(
+                ("policy", school_id),
+                lambda: AcceptableUsePolicy.objects.filter(school_id=school_id).order_by("-version").first(),
+            ),
+        )
+
+
+def has_accepted(user: Any, current: AcceptableUsePolicy) -> bool:
+    with scopes_disabled():
+        return bool(
+            remembered(
+                ("accepted", current.pk, user.pk),
+                lambda: PolicyAcceptance.objects.filter(policy=current, user_id=user.pk).exists(),
+            )
+        )
 
 
 def is_moderator_of(user: User, room: Room) -> bool:

@@ -23,6 +23,7 @@ from django_scopes import scopes_disabled
 
 from audit.services import audited, record
 from classes.models import User
+from commonroom.db import next_number
 from messaging import policy
 from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
 from messaging.signals import message_reported, message_screened
@@ -219,11 +220,10 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
     verdict = _may_say(user, room, text, now)
     try:
         with audited(room.school_id), scopes_disabled():
-            locked = Room.objects.select_for_update().get(pk=room.pk)
-            seq = locked.last_seq + 1
+            seq = room.last_seq = next_number(Room, room.pk, "last_seq")
             message = Message.objects.create(
                 school_id=room.school_id,
-                room=locked,
+                room=room,
                 seq=seq,
                 author=user,
                 client_id=cid,
@@ -231,7 +231,6 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
                 created=now,
                 state=Message.State.HELD if verdict.action == "hold" else Message.State.VISIBLE,
             )
-            Room.objects.filter(pk=room.pk).update(last_seq=seq)
             record(
                 "message.sent",
                 school_id=room.school_id,
@@ -470,7 +469,10 @@ def mark_read(*, user: User, room_id: Any, up_to: Any, now: datetime | None = No
 
 def unread(user: User, room: Room, moderator: bool | None = None) -> int:
     with scopes_disabled():
-        position = ReadPosition.objects.filter(room=room, user=user).values_list("seq", flat=True).first() or 0
+        positions = policy.remembered(
+            ("read", user.pk), lambda: dict(ReadPosition.objects.filter(user=user).values_list("room_id", "seq"))
+        )
+        position = positions.get(room.pk, 0)
         newer = _visible(Message.objects.filter(room=room, seq__gt=position), user, room, moderator)
         return int(newer.exclude(author=user).count())
 
@@ -486,19 +488,15 @@ def policy_status(user: User) -> dict[str, Any] | None:
     current = current_policy(user)
     if current is None:
         return None
-    with scopes_disabled():
-        accepted = PolicyAcceptance.objects.filter(policy=current, user=user).exists()
-    return {"version": current.version, "text": current.text, "accepted": accepted}
+    return {"version": current.version, "text": current.text, "accepted": policy.has_accepted(user, current)}
 
 
 def room_summaries(user: User, now: datetime | None = None) -> list[dict[str, Any]]:
     """The rooms `user` may read, as the `ready` frame and the home page list them."""
     now = now or timezone.now()
-    with scopes_disabled():
+    with scopes_disabled(), policy.remembering():
         rooms = list(policy.readable_rooms(user, now).select_related("school", "school_class", "cohort").order_by("pk"))
-        mutes = dict(
-            Mute.objects.filter(user=user, ended__isnull=True, room__in=rooms).values_list("room_id", "reason")
-        )
+        mutes = policy.mutes_of(user)
         return [room_summary(user, room, now, mutes.get(room.pk)) for room in rooms]
 
 
@@ -729,10 +727,7 @@ def _student_of(room: Room, student_id: Any, now: datetime) -> User:
 
 
 def current_policy(user: User) -> AcceptableUsePolicy | None:
-    if user.school_id is None:
-        return None
-    with scopes_disabled():
-        return AcceptableUsePolicy.objects.filter(school_id=user.school_id).order_by("-version").first()
+    return policy.current_policy(user.school_id)
 
 
 def accept_policy(*, user: User, version: Any, now: datetime | None = None) -> PolicyAcceptance:

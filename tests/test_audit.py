@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django_scopes import scopes_disabled
 
 from audit.chain import MASK, event_hash
 from audit.models import AppendOnlyError, AuditChainHead, AuditEvent, chain_for_school
-from audit.services import Entry, NotInTransactionError, Problem, record, record_many, verify_chain
+from audit.services import Entry, NotInTransactionError, Problem, audited, record, record_many, verify_chain
 from classes.models import School
 from tests.conftest import SchoolPeople, audit_triggers_disabled, make_school
 
@@ -54,6 +55,12 @@ def school_b(db: Any) -> SchoolPeople:
     return make_school("Bexley High", "b", rooms=False)
 
 
+def _record_then_fail(school: int) -> None:
+    with transaction.atomic():
+        record("test.undone", school_id=school)
+        raise RuntimeError("roll this savepoint back")
+
+
 class TestAppending:
     def test_events_form_a_chain_per_school(self, school_a: SchoolPeople, school_b: SchoolPeople) -> None:
         a = _append(school_a.school.pk, 3, actor=school_a.admin)
@@ -67,6 +74,38 @@ class TestAppending:
         assert a[0].actor_label == school_a.admin.username
         head = AuditChainHead.objects.get(chain=chain_for_school(school_a.school.pk))
         assert (head.seq, head.hash) == (3, a[2].hash)
+
+    def test_an_audited_action_locks_and_reads_the_head_once(self, school_a: SchoolPeople) -> None:
+        chain = chain_for_school(school_a.school.pk)
+        with transaction.atomic():
+            record("test.zero", school_id=school_a.school.pk)  # the chain's first event makes its head
+        before = AuditChainHead.objects.get(chain=chain).seq
+        with CaptureQueriesContext(connection) as seen, audited(school_a.school.pk):
+            record("test.one", school_id=school_a.school.pk)
+            record("test.two", school_id=school_a.school.pk)
+        reads = [q["sql"] for q in seen.captured_queries if 'FROM "audit_auditchainhead"' in q["sql"]]
+        assert len(reads) == 1
+        assert verify_chain(chain).intact
+        assert AuditChainHead.objects.get(chain=chain).seq == before + 2
+
+    def test_a_record_rolled_back_in_a_savepoint_does_not_fork_the_chain(self, school_a: SchoolPeople) -> None:
+        """The head held by `audited` must not be trusted after a nested savepoint appended and rolled back."""
+        school = school_a.school.pk
+        with audited(school):
+            record("test.kept", school_id=school)
+            with pytest.raises(RuntimeError):
+                _record_then_fail(school)
+            savepoint = transaction.savepoint()  # and one made by hand
+            record("test.undone too", school_id=school)
+            transaction.savepoint_rollback(savepoint)
+            record("test.after", school_id=school)
+        chain = chain_for_school(school)
+        tests = AuditEvent.all_chains.filter(chain=chain, action__startswith="test.").order_by("seq")
+        assert list(tests.values_list("action", flat=True)) == [
+            "test.kept",
+            "test.after",
+        ]
+        assert verify_chain(chain).intact
 
     def test_the_hash_covers_the_fields(self, school_a: SchoolPeople) -> None:
         (event,) = _append(school_a.school.pk, 1, actor=school_a.admin)

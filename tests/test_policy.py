@@ -274,6 +274,7 @@ def test_room_for_agrees_with_readable_rooms_everywhere(school_a: SchoolPeople, 
         CohortMembership.objects.filter(user=school_a.other_student).update(end_date=date(2026, 11, 1))
         agree(NOON)
         Enrollment.objects.filter(user=school_a.student).update(begin_date=date(2026, 12, 1))  # not yet begun
+        Enrollment.objects.filter(user=school_a.other_teacher).update(end_date=date(2026, 11, 1))  # over, not closed
         agree(NOON)
         SchoolClass.objects.filter(pk=school_a.school_class.pk).update(status="archived", archived_on=date(2027, 7, 20))
         Enrollment.objects.filter(school_class=school_a.school_class).update(active=False, end_date=date(2027, 7, 20))
