@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo serve test lint typecheck check bench bench-screen bench-review screenshots clean
+.PHONY: install demo serve test lint typecheck check bench bench-long bench-import bench-screen bench-review screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Commonroom needs Python 3.11 (set PYTHON=...)" if sys.version_info[:2] != (3, 11) else 0)'
@@ -36,7 +36,14 @@ typecheck: install
 check: lint typecheck
 	$(PY) manage.py makemigrations --check --dry-run --settings=tests.settings
 
+# The load benchmark against its two baselines (needs PostgreSQL and Redis on 127.0.0.1; under 10 minutes).
 bench: install
+	$(PY) bench/load_bench.py $(BENCH_ARGS)
+
+bench-long: install
+	$(PY) bench/load_bench.py --long $(BENCH_ARGS)
+
+bench-import: install
 	$(PY) bench/import_bench.py $(BENCH_ARGS)
 
 bench-review: install

@@ -332,7 +332,13 @@ class Client:
             url = f"ws://{HOST}:{port}/ws/?user={self.user}&rooms={','.join(map(str, self.rooms))}"
             headers = {}
         self.socket = await connect(
-            url, origin=Origin(ORIGIN), additional_headers=headers, compression=None, max_size=2**20, open_timeout=60
+            url,
+            origin=Origin(ORIGIN),
+            additional_headers=headers,
+            compression=None,
+            max_size=2**20,
+            open_timeout=60,
+            ping_interval=None,  # as a browser: it answers the server's pings and sends none of its own
         )
         ready = orjson.loads(await self.socket.recv())
         if ready.get("type") != "ready":

@@ -4,6 +4,7 @@ The origin validator wraps the session/auth stack, which wraps the router, so
 a socket from a foreign page is refused before anything reads its session.
 """
 
+import gc
 import os
 from typing import Any
 
@@ -20,6 +21,11 @@ from commonroom.routing import websocket_urlpatterns  # noqa: E402
 from moderation import clock, profanity  # noqa: E402
 
 profanity.load()  # the model loads with the server (about 1.4 s), not on the first message
+
+# Everything loaded so far (Django, the apps, the screening model) lives as long as the process: moved
+# out of the collector's reach, it is not walked again by every full collection, which with thousands
+# of sockets open otherwise stalls the server for a few hundred milliseconds (docs/performance.md).
+gc.freeze()
 
 router = ProtocolTypeRouter(
     {
