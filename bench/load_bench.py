@@ -774,7 +774,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="sample Commonroom's server with py-spy (bench/results/profile.txt)"
     )
+    parser.add_argument("--report", action="store_true", help="print the table and plot of the last run, and stop")
     args = parser.parse_args()
+    if args.report:
+        report(json.loads((RESULTS / ("load-long.json" if args.long else "load.json")).read_text()), args)
+        return
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     _more_files()
     import psycopg
@@ -916,8 +920,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     rows = table(results)
     print()
     print("\n".join(rows))
-    plot(results, RESULTS / f"{name}.png")
-    print(f"\nwrote bench/results/{name}.json and bench/results/{name}.png")
+    written = [f"bench/results/{name}.json"]
+    if plot(results, RESULTS / f"{name}.png"):
+        written.append(f"bench/results/{name}.png")
+    print(f"\nwrote {' and '.join(written)}")
 
 
 def table(results: dict[str, Any]) -> list[str]:
@@ -965,7 +971,8 @@ def table(results: dict[str, Any]) -> list[str]:
     return rows
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """Latency against rate, one panel per ramp and one line per system; False if there was no ramp."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -973,10 +980,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     ramps = [(s, o) for s, o in results["scenarios"].items() if any("knee" in x for x in o.values())]
     if not ramps:
-        return
+        return False
     figure, axes = pyplot.subplots(1, len(ramps), figsize=(5 * len(ramps), 4), squeeze=False)
     for axis, (scenario, systems) in zip(axes[0], ramps, strict=True):
-        for system, outcome in systems.items():
+        lines = dict(systems)
+        if scenario == "two_processes" and "commonroom" in results["scenarios"].get("classes10x30", {}):
+            lines = {"commonroom, two processes": systems["commonroom"]}
+            lines["commonroom, one process"] = results["scenarios"]["classes10x30"]["commonroom"]
+        for system, outcome in lines.items():
             steps = outcome["steps"]
             axis.plot([s["rate"] for s in steps], [s["last_member_ms"]["p99"] for s in steps], marker="o", label=system)
         axis.axhline(TARGET_MS, color="grey", linestyle="--", linewidth=1)
@@ -988,6 +999,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    return True
 
 
 if __name__ == "__main__":
