@@ -114,7 +114,6 @@ class Layout:
 def seed(students: int) -> Layout:
     from datetime import date, timedelta
 
-    from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.base import VALID_KEY_CHARS
     from django.contrib.sessions.backends.db import SessionStore
@@ -197,7 +196,7 @@ def seed(students: int) -> Layout:
             key = get_random_string(32, VALID_KEY_CHARS)
             data = {
                 SESSION_KEY: str(person.pk),
-                BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[0],
+                BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
                 HASH_SESSION_KEY: person.get_session_auth_hash(),
             }
             rows.append(Session(session_key=key, session_data=store.encode(data), expire_date=expiry))

@@ -293,11 +293,13 @@ async def test_a_disabled_person_is_disconnected(people: SchoolPeople) -> None:
 
 async def test_signing_out_closes_the_sockets(people: SchoolPeople) -> None:
     from django.contrib.auth.signals import user_logged_out
+    from django.test import RequestFactory
 
     from messaging.consumers import CLOSE_SIGNED_OUT
 
     student, _ = await connect(people.student)
-    await sync_to_async(user_logged_out.send)(sender=User, request=None, user=people.student)
+    request = RequestFactory().post("/logout/")
+    await sync_to_async(user_logged_out.send)(sender=User, request=request, user=people.student)
     output = await student.receive_output(timeout=1)
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
 
