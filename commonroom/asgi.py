@@ -13,11 +13,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commonroom.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
-from commonroom.routing import websocket_urlpatterns  # noqa: E402
+from commonroom.routing import websocket_application  # noqa: E402
 from moderation import clock, profanity  # noqa: E402
 
 profanity.load()  # the model loads with the server (about 1.4 s), not on the first message
@@ -30,7 +28,7 @@ gc.freeze()
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_application,
     }
 )
 
