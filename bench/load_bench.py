@@ -795,6 +795,7 @@ def main() -> None:
         "SECRET_KEY": "benchmark-only",
         "DEBUG": "0",
         "ALLOWED_HOSTS": HOST,
+        "SECURE_COOKIES": "false",  # plain HTTP on loopback: pages (and sockets) come from http://
         "DJANGO_SETTINGS_MODULE": "commonroom.settings",
         "PYTHONPATH": str(ROOT),
     }

@@ -424,7 +424,7 @@ def is_moderator_of(user: User, room: Room) -> bool:
         if StaffRole.Role.SAFEGUARDING_LEAD in roles:
             return True
         if StaffRole.Role.MODERATOR in roles:
-            return readable_rooms(user).filter(pk=room.pk).exists()
+            return _may_read(user, room, timezone.now())
     return False
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,6 +88,26 @@ BaseDatabaseOperations.execute_sql_flush = _flush_past_audit_triggers  # type: i
 def unscoped() -> Iterator[None]:
     with scopes_disabled():
         yield
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage_check(*options: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run `manage.py check` with these options and exactly these settings variables: nothing of the
+    test run's own database, Redis, key, debug or security settings comes along."""
+    own = ("DATABASE_", "REDIS_", "SECURE_", "SECRET_KEY", "DEBUG")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    base["DJANGO_SETTINGS_MODULE"] = "commonroom.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", *options],
+        cwd=ROOT,
+        env={**base, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @dataclass

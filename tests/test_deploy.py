@@ -3,13 +3,13 @@ own checks catch a socket route without an origin check, an in-memory channel la
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import manage_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,17 +29,7 @@ PRODUCTION = {
 
 
 def check_deploy(**variables: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "SECURE_", "DEBUG"))}
-    base["DJANGO_SETTINGS_MODULE"] = "commonroom.settings"
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={**base, **variables},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return manage_check("--deploy", "--fail-level", "WARNING", **variables)
 
 
 def test_the_production_settings_pass_the_deployment_checks() -> None:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from commonroom import env
+from tests.conftest import manage_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(**variables: str) -> subprocess.CompletedProcess[str]:
     """Run `manage.py check` with exactly these settings variables."""
-    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"}}
-    base["DJANGO_SETTINGS_MODULE"] = "commonroom.settings"
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env={**base, **variables},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return manage_check(**variables)
 
 
 @pytest.mark.parametrize(

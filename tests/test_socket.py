@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -98,15 +99,40 @@ async def test_anonymous_is_refused() -> None:
     assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
 
 
+async def opens(application: Any, origin: bytes | None) -> bool:
+    headers = [(b"host", b"localhost")] + ([(b"origin", origin)] if origin is not None else [])
+    communicator = WebsocketCommunicator(application, "/ws/", headers=headers)
+    connected, _ = await communicator.connect()
+    if connected:
+        await communicator.disconnect()
+    return bool(connected)
+
+
 async def test_a_foreign_origin_is_refused(people: SchoolPeople) -> None:
     from commonroom.asgi import application
 
-    for origin in (b"https://evil.example", b"null"):
-        communicator = WebsocketCommunicator(
-            application, "/ws/", headers=[(b"origin", origin), (b"host", b"localhost")]
-        )
-        connected, _ = await communicator.connect()
-        assert connected is False
+    for origin in (b"https://evil.example", b"http://localhost.evil.example", b"null", None):
+        assert not await opens(application, origin), origin
+
+
+async def test_over_https_the_allowed_host_over_plain_http_is_refused(people: SchoolPeople, settings: Any) -> None:
+    """In production (secure cookies) a page of the site itself, but served over http or on another
+    port, may not open the socket; https on the site's port may (as may a trusted origin)."""
+    from commonroom import routing
+
+    settings.DEBUG, settings.SESSION_COOKIE_SECURE = False, True
+    settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS = ["localhost"], ["https://*.school.example"]
+    application = routing.socket_application()
+    assert not await opens(application, b"http://localhost")
+    assert not await opens(application, b"https://localhost:8443")
+    assert not await opens(application, b"null")
+    assert not await opens(application, None)
+    # An allowed page gets as far as the consumer, which refuses the anonymous socket (not the origin).
+    assert routing.allowed_origins() == ["https://localhost", "https://.school.example"]
+    validator = application
+    assert validator.valid_origin(urlparse("https://localhost"))
+    assert validator.valid_origin(urlparse("https://rooms.school.example"))
+    assert not validator.valid_origin(urlparse("http://rooms.school.example"))
 
 
 async def test_ready_lists_the_rooms_to_read(people: SchoolPeople, room: int, cohort_room: int) -> None:
