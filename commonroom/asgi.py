@@ -40,4 +40,3 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The router, with the case clock started in the server's event loop on its first connection."""
     clock.ensure_started()
     await router(scope, receive, send)
-
