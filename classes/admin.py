@@ -41,6 +41,7 @@ from classes.models import (
 )
 from classes.oneroster import BundleError
 from classes.roster_import import InvalidBundle, import_bundle
+from classes.signals import sessions_ended
 
 
 class ProvisioningLoginForm(AdminAuthenticationForm):
@@ -345,6 +346,9 @@ class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works wit
                         target=person,
                         target_label=person.username,
                     )
+                    # A new password ends the person's sessions (Django's session hash changes); their
+                    # open sockets close too, rather than going on with the old one.
+                    sessions_ended.send(sender=type(person), user_ids={person.pk})
         return response
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:

@@ -57,7 +57,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
-from classes.signals import membership_changed, people_disabled, roster_changed
+from classes.signals import membership_changed, roster_changed, sessions_ended
 from commonroom.db import insert_rows, values_where_in
 
 logger = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ class _Importer:
         if self.moved:
             membership_changed.send(sender=_Importer, user_ids=self.moved)
         if self.disabled:
-            people_disabled.send(sender=_Importer, user_ids=self.disabled)
+            sessions_ended.send(sender=_Importer, user_ids=self.disabled)
         self.step("audit")
         self.write_audit(source_name)
         self.result.school_ids = sorted(self.in_scope)

@@ -22,7 +22,7 @@ from classes.models import (
     StaffRole,
     User,
 )
-from classes.signals import membership_changed, people_disabled, roster_changed
+from classes.signals import membership_changed, roster_changed, sessions_ended
 
 
 class ProvisioningError(Exception):
@@ -63,7 +63,7 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
         if isinstance(obj, SchoolClass | Cohort):
             roster_changed.send(sender=type(obj), school_ids={obj.school_id})
         if isinstance(obj, User) and not obj.enabled:
-            people_disabled.send(sender=User, user_ids={obj.pk})
+            sessions_ended.send(sender=User, user_ids={obj.pk})
         if isinstance(obj, CohortStaff):
             membership_changed.send(sender=CohortStaff, user_ids={obj.user_id} | ({before} if before else set()))
         record(

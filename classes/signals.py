@@ -10,5 +10,6 @@ roster_changed = Signal()
 # with `user_ids`: a set of user ids. Their open sockets re-read the rooms they may read.
 membership_changed = Signal()
 
-# Sent inside the provisioning transaction when people were disabled, with `user_ids`.
-people_disabled = Signal()
+# Sent inside the transaction that ends people's sessions, with `user_ids`: they were disabled or
+# suspended, or given a new password. Their open sockets close.
+sessions_ended = Signal()

@@ -18,9 +18,9 @@ class MessagingConfig(AppConfig):
 
         from django.contrib.auth.signals import user_logged_out  # noqa: PLC0415
 
-        from classes.signals import membership_changed, people_disabled  # noqa: PLC0415
-        from messaging.live import on_logged_out, on_membership_changed, on_people_disabled  # noqa: PLC0415
+        from classes.signals import membership_changed, sessions_ended  # noqa: PLC0415
+        from messaging.live import on_logged_out, on_membership_changed, on_sessions_ended  # noqa: PLC0415
 
         membership_changed.connect(on_membership_changed, dispatch_uid="messaging.membership_changed")
-        people_disabled.connect(on_people_disabled, dispatch_uid="messaging.people_disabled")
+        sessions_ended.connect(on_sessions_ended, dispatch_uid="messaging.sessions_ended")
         user_logged_out.connect(on_logged_out, dispatch_uid="messaging.logged_out")

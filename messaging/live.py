@@ -72,7 +72,7 @@ def on_membership_changed(sender: Any, user_ids: set[int], **kwargs: Any) -> Non
     _after_commit("rooms.changed", user_ids)
 
 
-def on_people_disabled(sender: Any, user_ids: set[int], **kwargs: Any) -> None:
+def on_sessions_ended(sender: Any, user_ids: set[int], **kwargs: Any) -> None:
     _after_commit("session.ended", user_ids)
 
 

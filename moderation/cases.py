@@ -27,7 +27,7 @@ from django_scopes import scopes_disabled
 
 from audit.services import audited, record
 from classes.models import User
-from classes.signals import people_disabled
+from classes.signals import sessions_ended
 from messaging import live
 from messaging import services as messaging
 from messaging.models import Message, Room
@@ -511,7 +511,7 @@ def _suspend(user: User, case: Case, *, reason: str, now: datetime) -> None:
         target_label=subject.username,
         payload={"case": case.pk, "reason": reason},
     )
-    people_disabled.send(sender=User, user_ids={subject.pk})  # their open sockets close
+    sessions_ended.send(sender=User, user_ids={subject.pk})  # their open sockets close
 
 
 def _unsuspend(user: User, case: Case, *, reason: str, now: datetime) -> None:

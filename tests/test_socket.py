@@ -330,6 +330,25 @@ async def test_signing_out_closes_the_sockets(people: SchoolPeople) -> None:
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
 
 
+async def test_a_new_password_closes_the_sockets(people: SchoolPeople) -> None:
+    """An admin sets a student's password: the old sessions end, and so do the open sockets."""
+    from django.test import Client
+
+    from messaging.consumers import CLOSE_SIGNED_OUT
+
+    student, _ = await connect(people.student)
+
+    def set_password() -> int:
+        client = Client()
+        assert client.login(username=people.admin.username, password="pw")
+        url = f"/admin/classes/user/{people.student.pk}/password/"
+        return client.post(url, {"password1": "a-new-Password-1", "password2": "a-new-Password-1"}).status_code
+
+    assert await sync_to_async(set_password)() == 302
+    output = await student.receive_output(timeout=1)
+    assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
 async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:
     communicator, _ = await connect(people.teacher)
     for kind in ("create_room", "room", "new_room", "dm", "direct"):
