@@ -8,23 +8,32 @@ from database ids only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
+from importlib import import_module
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from messaging import policy, services
 
 logger = logging.getLogger(__name__)
+User = get_user_model()
 
 MAX_FRAME = 16 * 1024  # characters: a 4,000-character message with room to spare
 RATE = 5.0  # frames per second, sustained
 BURST = 20.0  # frames at once
 STRIKES = 3  # rate-limited frames before the socket is closed
 STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
+
+SESSION_RECHECK = 60.0  # seconds between checks that a long-lived socket's session still holds
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
@@ -54,13 +63,43 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         await self.accept()
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self._refresh_rooms()
+        self.watch = asyncio.ensure_future(self._watch_session())
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "user", None) is None:
             return
+        self.watch.cancel()
         for room_id in list(getattr(self, "rooms", {})):
             await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+
+    async def _watch_session(self) -> None:
+        """Every SESSION_RECHECK seconds (the first time at a random point of the first interval, so
+        that sockets opened together are not checked together), ask whether the session the socket
+        was opened with still signs this person in: not expired or deleted, the same password, the
+        account active. Signing out, a new password, disabling and suspending also close sockets at
+        once (`session_ended`); this catches the rest, such as a session that simply expired."""
+        await asyncio.sleep(random.uniform(0.5, 1.5) * SESSION_RECHECK)  # noqa: S311  (jitter, not secrecy)
+        while await database_sync_to_async(self._still_signed_in)():
+            await asyncio.sleep(SESSION_RECHECK)
+        await self.close(code=CLOSE_SIGNED_OUT)
+
+    def _still_signed_in(self) -> bool:
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if key is None:
+            return True  # a socket opened without a session cookie (tests that set the user directly)
+        stored = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
+        user_id, signature = stored.get(SESSION_KEY), stored.get(HASH_SESSION_KEY)  # empty once expired
+        if user_id is None or str(self.user.pk) != str(user_id):
+            return False
+        user = User.objects.filter(pk=self.user.pk).first()
+        return bool(
+            user is not None
+            and user.is_active
+            and signature is not None
+            and constant_time_compare(signature, user.get_session_auth_hash())
+        )
 
     async def _refresh_rooms(self) -> None:
         """Join the groups of every room the user may read now, leave the others, and say so."""

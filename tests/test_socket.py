@@ -349,6 +349,41 @@ async def test_a_new_password_closes_the_sockets(people: SchoolPeople) -> None:
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
 
 
+async def test_a_long_lived_socket_closes_when_its_session_expires(people: SchoolPeople, monkeypatch: Any) -> None:
+    """A socket opened with a real session cookie re-checks the session every SESSION_RECHECK seconds;
+    once the session has gone (expired, or deleted on the server) the socket closes."""
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    from commonroom import routing
+    from messaging import consumers
+    from messaging.consumers import CLOSE_SIGNED_OUT
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK", 0.2)
+
+    def sign_in() -> str:
+        client = Client()
+        assert client.login(username=people.student.username, password="pw")
+        return str(client.cookies["sessionid"].value)
+
+    key = await sync_to_async(sign_in)()
+    origin = routing.allowed_origins()[0]
+    origin = origin if "://" in origin else f"http://{origin}"
+    communicator = WebsocketCommunicator(
+        routing.socket_application(),
+        "/ws/",
+        headers=[(b"origin", origin.encode()), (b"host", b"localhost"), (b"cookie", f"sessionid={key}".encode())],
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "ready"
+    # Still signed in: the checks pass and the socket stays open.
+    assert await communicator.receive_nothing(timeout=0.6)
+    await sync_to_async(lambda: Session.objects.filter(session_key=key).delete())()
+    output = await communicator.receive_output(timeout=1)
+    assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
+
+
 async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:
     communicator, _ = await connect(people.teacher)
     for kind in ("create_room", "room", "new_room", "dm", "direct"):
