@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from importlib import import_module
 from typing import Any
 
@@ -34,10 +35,16 @@ STRIKES = 3  # rate-limited frames before the socket is closed
 STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
 
 SESSION_RECHECK = 60.0  # seconds between checks that a long-lived socket's session still holds
+MAX_SOCKETS = 10  # open sockets per person in one server process (tabs and devices)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
 CLOSE_SIGNED_OUT = 4408
+CLOSE_TOO_MANY = 4409
+
+# How many sockets each person has open in this process: a person (or a script with their cookie)
+# cannot tie up the server with thousands of sockets. Per process: with N processes, N times MAX_SOCKETS.
+_open_sockets: Counter[int] = Counter()
 
 
 def room_group(room_id: int) -> str:
@@ -61,6 +68,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         self.rooms = {}
         self.tokens, self.checked, self.strikes = BURST, time.monotonic(), 0
         await self.accept()
+        if _open_sockets[user.pk] >= MAX_SOCKETS:
+            await self._error("too_many_sockets", f"You have {MAX_SOCKETS} windows open already; close one first.")
+            await self.close(code=CLOSE_TOO_MANY)
+            self.user = None  # nothing to undo at disconnect
+            return
+        _open_sockets[user.pk] += 1
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self._refresh_rooms()
         self.watch = asyncio.ensure_future(self._watch_session())
@@ -68,7 +81,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def disconnect(self, code: int) -> None:
         if getattr(self, "user", None) is None:
             return
-        self.watch.cancel()
+        _open_sockets[self.user.pk] -= 1
+        if _open_sockets[self.user.pk] <= 0:
+            del _open_sockets[self.user.pk]
+        if (watch := getattr(self, "watch", None)) is not None:
+            watch.cancel()
         for room_id in list(getattr(self, "rooms", {})):
             await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)

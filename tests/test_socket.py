@@ -384,6 +384,27 @@ async def test_a_long_lived_socket_closes_when_its_session_expires(people: Schoo
     assert output == {"type": "websocket.close", "code": CLOSE_SIGNED_OUT}
 
 
+async def test_too_many_sockets_for_one_person_are_refused(people: SchoolPeople, monkeypatch: Any) -> None:
+    from messaging import consumers
+
+    monkeypatch.setattr(consumers, "MAX_SOCKETS", 2)
+    first, _ = await connect(people.student)
+    second, _ = await connect(people.student)
+    other, _ = await connect(people.other_student)  # someone else is not held up
+    third = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
+    third.scope["user"] = people.student
+    connected, _ = await third.connect()
+    assert connected
+    assert (await third.receive_json_from())["code"] == "too_many_sockets"
+    assert await third.receive_output(timeout=1) == {"type": "websocket.close", "code": consumers.CLOSE_TOO_MANY}
+    await first.disconnect()
+    again, ready = await connect(people.student)  # one closed: one more may open
+    assert ready["type"] == "ready"
+    for communicator in (second, other, again):
+        await communicator.disconnect()
+    assert consumers._open_sockets[people.student.pk] == 0
+
+
 async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:
     communicator, _ = await connect(people.teacher)
     for kind in ("create_room", "room", "new_room", "dm", "direct"):
