@@ -115,13 +115,15 @@ def subscribe(publisher: Publisher) -> None:
 
 
 def publish(room: Room, event: dict[str, Any]) -> None:
-    """Deliver `event` to the room's sockets once the current transaction has committed."""
+    """Deliver `event` to the room's sockets once the current transaction has committed. If the channel
+    layer fails (Redis away), the action still stands and is answered as done: the failure is logged,
+    and clients fill the gap in the room's sequence numbers with `sync`."""
 
     def deliver() -> None:
         for publisher in _publishers:
             publisher(room, event)
 
-    transaction.on_commit(deliver)
+    transaction.on_commit(deliver, robust=True)
 
 
 # -- what a person sees ----------------------------------------------------------------
