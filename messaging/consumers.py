@@ -17,16 +17,14 @@ from collections import Counter
 from importlib import import_module
 from typing import Any
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
-from django.utils.crypto import constant_time_compare
 
 from messaging import policy, services
 
 logger = logging.getLogger(__name__)
-User = get_user_model()
 
 MAX_FRAME = 16 * 1024  # characters: a 4,000-character message with room to spare
 RATE = 5.0  # frames per second, sustained
@@ -97,26 +95,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         account active. Signing out, a new password, disabling and suspending also close sockets at
         once (`session_ended`); this catches the rest, such as a session that simply expired."""
         await asyncio.sleep(random.uniform(0.5, 1.5) * SESSION_RECHECK)  # noqa: S311  (jitter, not secrecy)
-        while await database_sync_to_async(self._still_signed_in)():
+        while await self._still_signed_in():
             await asyncio.sleep(SESSION_RECHECK)
         await self.close(code=CLOSE_SIGNED_OUT)
 
-    def _still_signed_in(self) -> bool:
-        session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
+    async def _still_signed_in(self) -> bool:
+        """The session read afresh from its store, and the person from it as Django's own sign-in
+        check finds them (the password's hash in the session must still match, the account active)."""
+        key = getattr(self.scope.get("session"), "session_key", None)
         if key is None:
             return True  # a socket opened without a session cookie (tests that set the user directly)
         stored = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
-        user_id, signature = stored.get(SESSION_KEY), stored.get(HASH_SESSION_KEY)  # empty once expired
-        if user_id is None or str(self.user.pk) != str(user_id):
-            return False
-        user = User.objects.filter(pk=self.user.pk).first()
-        return bool(
-            user is not None
-            and user.is_active
-            and signature is not None
-            and constant_time_compare(signature, user.get_session_auth_hash())
-        )
+        user = await get_user({"session": stored})
+        return bool(user.is_authenticated and user.pk == self.user.pk and user.is_active)
 
     async def _refresh_rooms(self) -> None:
         """Join the groups of every room the user may read now, leave the others, and say so."""
