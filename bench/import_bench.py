@@ -13,10 +13,10 @@ and writes bench/results/import.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.scratch import scratch_database  # noqa: E402  (after the path)
+
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -36,32 +38,16 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of PostgreSQL")
     args = parser.parse_args()
 
-    # Stopped from outside, the run still drops the database it made.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     work = Path(tempfile.mkdtemp(prefix="commonroom-bench-"))
-    database = f"commonroom_bench_{os.getpid()}"
-    if args.sqlite:
-        os.environ["DATABASE_URL"] = f"sqlite:///{work / 'bench.sqlite3'}"
-    else:
-        import psycopg
-
-        with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        os.environ["DATABASE_URL"] = f"{args.postgres}/{database}"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commonroom.settings")
-    os.environ.pop("REDIS_URL", None)
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.sqlite:
+            os.environ["DATABASE_URL"] = f"sqlite:///{work / 'bench.sqlite3'}"
+        else:
+            stack.enter_context(scratch_database(args.postgres, "commonroom_bench"))
+        os.environ.setdefault("SECRET_KEY", "benchmark-only")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commonroom.settings")
+        os.environ.pop("REDIS_URL", None)
         run(args, work)
-    finally:
-        if not args.sqlite:
-            from django.db import connections
-
-            connections.close_all()
-            import psycopg
-
-            with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
 
 
 def run(args: argparse.Namespace, work: Path) -> None:

@@ -62,6 +62,8 @@ from websockets.typing import Origin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.scratch import scratch_database  # noqa: E402  (after the path)
+
 RESULTS = ROOT / "bench" / "results"
 TARGET_MS = 250.0
 HOST = "127.0.0.1"
@@ -778,63 +780,48 @@ def main() -> None:
     if args.report:
         report(json.loads((RESULTS / ("load-long.json" if args.long else "load.json")).read_text()), args)
         return
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     _more_files()
-    import psycopg
+    with scratch_database(args.postgres, "commonroom_load_bench", keep=args.keep) as database_url:
+        prefix = f"loadbench{os.getpid()}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DATABASE_CONN_MAX_AGE": "600",
+            "REDIS_URL": args.redis,
+            "CHANNEL_PREFIX": prefix,
+            "SECRET_KEY": "benchmark-only",
+            "DEBUG": "0",
+            "ALLOWED_HOSTS": HOST,
+            "SECURE_COOKIES": "false",  # plain HTTP on loopback: pages (and sockets) come from http://
+            "DJANGO_SETTINGS_MODULE": "commonroom.settings",
+            "PYTHONPATH": str(ROOT),
+        }
+        os.environ.update({k: env[k] for k in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")})
+        os.environ.pop("REDIS_URL", None)
+        servers: list[Server] = []
+        try:
+            import django
 
-    database = f"commonroom_load_bench_{os.getpid()}"
-    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    prefix = f"loadbench{os.getpid()}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{args.postgres}/{database}",
-        "DATABASE_CONN_MAX_AGE": "600",
-        "REDIS_URL": args.redis,
-        "CHANNEL_PREFIX": prefix,
-        "SECRET_KEY": "benchmark-only",
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": HOST,
-        "SECURE_COOKIES": "false",  # plain HTTP on loopback: pages (and sockets) come from http://
-        "DJANGO_SETTINGS_MODULE": "commonroom.settings",
-        "PYTHONPATH": str(ROOT),
-    }
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS")})
-    os.environ["DJANGO_SETTINGS_MODULE"] = "commonroom.settings"
-    os.environ.pop("REDIS_URL", None)
-    servers: list[Server] = []
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-        from django.db import connections
-
-        call_command("migrate", verbosity=0)
-        students = 5000 if args.long else 2000
-        started = time.perf_counter()
-        layout = seed(students)
-        connections.close_all()
-        print(f"seeded {students} students in {time.perf_counter() - started:.0f} s", flush=True)
-        results = asyncio.run(run(args, layout, env, database, servers))
-        report(results, args)
-    finally:
-        for server in servers:
-            server.process.terminate()
-        for server in servers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.process.wait(10)
-            if server.process.poll() is None:
-                server.process.kill()
-        with contextlib.suppress(Exception):
+            django.setup()
+            from django.core.management import call_command
             from django.db import connections
 
+            call_command("migrate", verbosity=0)
+            students = 5000 if args.long else 2000
+            started = time.perf_counter()
+            layout = seed(students)
             connections.close_all()
-        if args.keep:
-            print(f"kept the database {database}")
-        else:
-            with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            print(f"seeded {students} students in {time.perf_counter() - started:.0f} s", flush=True)
+            results = asyncio.run(run(args, layout, env, database_url.rsplit("/", 1)[1], servers))
+            report(results, args)
+        finally:
+            for server in servers:
+                server.process.terminate()
+            for server in servers:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(10)
+                if server.process.poll() is None:
+                    server.process.kill()
 
 
 async def run(

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
 import sys
 import time
@@ -33,6 +32,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.scratch import scratch_database  # noqa: E402  (after the path)
+
 RESULTS = ROOT / "bench" / "results"
 ROOMS = 200
 STUDENTS = 1000
@@ -56,27 +57,11 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432", help="server URL (no database)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards (its name is printed)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
-    import psycopg
-
-    database = f"commonroom_review_bench_{os.getpid()}"
-    with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    os.environ["DATABASE_URL"] = f"{args.postgres}/{database}"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commonroom.settings")
-    os.environ.pop("REDIS_URL", None)
-    try:
+    with scratch_database(args.postgres, "commonroom_review_bench", keep=args.keep):
+        os.environ.setdefault("SECRET_KEY", "benchmark-only")
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commonroom.settings")
+        os.environ.pop("REDIS_URL", None)
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept the database {database}")
-        else:
-            with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
 
 
 def sentence(rng: random.Random) -> str:
