@@ -63,9 +63,15 @@ def app_role() -> Any:
 def test_the_app_role_adds_to_the_audit_log_and_can_do_nothing_else_to_it(
     school_a: SchoolPeople, app_role: str
 ) -> None:
-    call_command("grant_app_role", app_role, "--create")
+    password = uuid.uuid4().hex  # a server that asks for passwords over TCP gets one
+    os.environ["COMMONROOM_TEST_APP_PASSWORD"] = password
+    try:
+        call_command("grant_app_role", app_role, "--create", "--password-env", "COMMONROOM_TEST_APP_PASSWORD")
+    finally:
+        del os.environ["COMMONROOM_TEST_APP_PASSWORD"]
     settings = connection.settings_dict
-    url = f"postgres://{app_role}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    where = f"{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    url = f"postgres://{app_role}:{password}@{where}"
     variables = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     variables |= {"DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     done = subprocess.run(

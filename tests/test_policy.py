@@ -247,6 +247,7 @@ def test_room_for_agrees_with_readable_rooms_everywhere(school_a: SchoolPeople, 
     from messaging.rooms import sync_rooms
 
     def agree(moment: datetime) -> None:
+        answers: set[bool] = set()
         with scopes_disabled():
             rooms = list(Room.objects.all())
             for school in (school_a, school_b):
@@ -260,6 +261,8 @@ def test_room_for_agrees_with_readable_rooms_everywhere(school_a: SchoolPeople, 
                         except RoomNotFound:
                             found = False
                         assert found == (room.pk in listed), (name, room, moment)
+                        answers.add(found)
+        assert answers == {True, False}  # every stage has rooms people read and rooms they do not
 
     agree(NOON)
     with scopes_disabled():

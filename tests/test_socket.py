@@ -99,8 +99,17 @@ async def test_anonymous_is_refused() -> None:
     assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
 
 
-async def opens(application: Any, origin: bytes | None) -> bool:
-    headers = [(b"host", b"localhost")] + ([(b"origin", origin)] if origin is not None else [])
+def signed_in_cookie(user: Any) -> bytes:
+    """A real session cookie for `user`, so that only the origin can refuse the socket."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def opens(application: Any, origin: bytes | None, cookie: bytes) -> bool:
+    headers = [(b"host", b"localhost"), (b"cookie", cookie)] + ([(b"origin", origin)] if origin is not None else [])
     communicator = WebsocketCommunicator(application, "/ws/", headers=headers)
     connected, _ = await communicator.connect()
     if connected:
@@ -111,8 +120,10 @@ async def opens(application: Any, origin: bytes | None) -> bool:
 async def test_a_foreign_origin_is_refused(people: SchoolPeople) -> None:
     from commonroom.asgi import application
 
+    cookie = await sync_to_async(signed_in_cookie)(people.student)
+    assert await opens(application, b"https://localhost", cookie)  # the site's own page, signed in
     for origin in (b"https://evil.example", b"http://localhost.evil.example", b"null", None):
-        assert not await opens(application, origin), origin
+        assert not await opens(application, origin, cookie), origin
 
 
 async def test_over_https_the_allowed_host_over_plain_http_is_refused(people: SchoolPeople, settings: Any) -> None:
@@ -123,11 +134,13 @@ async def test_over_https_the_allowed_host_over_plain_http_is_refused(people: Sc
     settings.DEBUG, settings.SESSION_COOKIE_SECURE = False, True
     settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS = ["localhost"], ["https://*.school.example"]
     application = routing.socket_application()
-    assert not await opens(application, b"http://localhost")
-    assert not await opens(application, b"https://localhost:8443")
-    assert not await opens(application, b"null")
-    assert not await opens(application, None)
-    # An allowed page gets as far as the consumer, which refuses the anonymous socket (not the origin).
+    cookie = await sync_to_async(signed_in_cookie)(people.student)
+    assert await opens(application, b"https://localhost", cookie)
+    assert await opens(application, b"https://rooms.school.example", cookie)
+    assert not await opens(application, b"http://localhost", cookie)
+    assert not await opens(application, b"https://localhost:8443", cookie)
+    assert not await opens(application, b"null", cookie)
+    assert not await opens(application, None, cookie)
     assert routing.allowed_origins() == ["https://localhost", "https://.school.example"]
     validator = application
     assert validator.valid_origin(urlparse("https://localhost"))
