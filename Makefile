@@ -21,7 +21,7 @@ demo: install
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py seed_demo
 	@echo "Serving the demo school on http://$(HOST):$(PORT)/ (admin: http://$(HOST):$(PORT)/admin/)"
-	DEBUG=1 $(VENV)/bin/daphne -b $(HOST) -p $(PORT) commonroom.asgi:application
+	DEBUG=1 $(PY) -m commonroom.serve -b $(HOST) -p $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -251,7 +251,7 @@ def start(system: str, port: int, env: dict[str, str]) -> Server:
     elif system == "b1":
         command = [daphne, "-b", HOST, "-p", str(port), "bench.baseline_channels:application"]
     else:
-        command = [daphne, "-b", HOST, "-p", str(port), "commonroom.asgi:application"]
+        command = [python, "-m", "commonroom.serve", "-b", HOST, "-p", str(port)]
     log = open(RESULTS / f"load-{system}-{port}.log", "wb")  # noqa: SIM115  (closed with the process)
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -4,103 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from django.test import Client
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
 from tests.conftest import SchoolPeople, make_school
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import daphne_servers, frames_until, private_redis, session_cookie
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def daphne_servers(tmp_path: Path, count: int = 2, redis_url: str | None = None) -> Iterator[list[int]]:
-    """`count` daphne processes on loopback, on the test database and Redis (the test one unless
-    `redis_url` names another); stopped afterwards."""
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "commonroom.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-        "REDIS_URL": redis_url or settings.REDIS_URL or "",
-        "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-        "STATIC_ROOT": str(tmp_path / "static"),
-        "SECURE_COOKIES": "0",  # plain HTTP on loopback
-    }
-    # As in a deployment, static files are collected first (DEBUG is off).
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
-    )
-    ports = [free_port() for _ in range(count)]
-    logs = [(tmp_path / f"daphne-{port}.log").open("wb") for port in ports]  # read them when a test fails
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "commonroom.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        for port, log in zip(ports, logs, strict=True)
-    ]
-    try:
-        deadline = time.monotonic() + 30
-        for port in ports:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "daphne did not start"
-                time.sleep(0.2)
-        yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
-        for log in logs:
-            log.close()
-        # The servers' database sessions end a moment after the processes do; the test database can
-        # only be dropped once they have.
-        deadline = time.monotonic() + 10
-        with connection.cursor() as cursor:
-            while time.monotonic() < deadline:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                if cursor.fetchone()[0] == 0:
-                    break
-                time.sleep(0.1)
 
 
 @pytest.fixture
@@ -108,19 +24,6 @@ def servers(tmp_path: Path) -> Iterator[list[int]]:
     """Two daphne processes on loopback, on the test database and the test Redis."""
     with daphne_servers(tmp_path) as ports:
         yield ports
-
-
-def session_cookie(user: Any) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
-async def frames_until(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
-    while True:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if frame["type"] == kind:
-            return frame
 
 
 @pytest.fixture
@@ -211,40 +114,6 @@ def test_the_same_send_racing_through_two_servers_makes_one_message(servers: lis
     assert ids[0] == ids[1]
     with scopes_disabled():
         assert Message.objects.filter(client_id=client_id).count() == 1
-
-
-@contextmanager
-def private_redis() -> Iterator[tuple[str, Any]]:
-    """A Redis server of the test's own on loopback (so that stopping it touches nobody else's), and
-    functions that stop it and start it again on the same port."""
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    state = {"process": subprocess.Popen(command, stdout=subprocess.DEVNULL)}
-
-    def wait_until_up() -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "redis did not start"
-                time.sleep(0.1)
-
-    def stop() -> None:
-        state["process"].terminate()
-        state["process"].wait(timeout=10)
-
-    def start() -> None:
-        state["process"] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        wait_until_up()
-
-    wait_until_up()
-    try:
-        yield f"redis://127.0.0.1:{port}/0", (stop, start)
-    finally:
-        state["process"].terminate()
-        state["process"].wait(timeout=10)
 
 
 def test_redis_restarting_mid_conversation_loses_nothing(tmp_path: Path, people: SchoolPeople) -> None:
