@@ -41,8 +41,8 @@ OPTIONS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    CommandLineInterface().run([*OPTIONS, *(sys.argv[1:] if argv is None else argv), APPLICATION])
+def main(argv: list[str] | None = None, application: str = APPLICATION) -> None:
+    CommandLineInterface().run([*OPTIONS, *(sys.argv[1:] if argv is None else argv), application])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from messaging import policy, services
 
@@ -39,6 +40,12 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
 CLOSE_SIGNED_OUT = 4408
 CLOSE_TOO_MANY = 4409
+CLOSE_TRY_AGAIN = 1013  # the WebSocket code for "try again later": the database cannot be reached
+
+# What the database driver raises when the database cannot be reached (stopped, restarting, the
+# network cut): the action did not happen, or (if the connection broke as it committed) it did and
+# a retry with the same client id finds it. Either way the client is told to try again.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 # How many sockets each person has open in this process: a person (or a script with their cookie)
 # cannot tie up the server with thousands of sockets. Per process: with N processes, N times MAX_SOCKETS.
@@ -73,7 +80,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return
         _open_sockets[user.pk] += 1
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
-        await self._refresh_rooms()
+        try:
+            await self._refresh_rooms()
+        except UNREACHABLE:
+            logger.warning("a socket was refused: the database cannot be reached")
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         self.watch = asyncio.ensure_future(self._watch_session())
 
     async def disconnect(self, code: int) -> None:
@@ -95,7 +107,12 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         account active. Signing out, a new password, disabling and suspending also close sockets at
         once (`session_ended`); this catches the rest, such as a session that simply expired."""
         await asyncio.sleep(random.uniform(0.5, 1.5) * SESSION_RECHECK)  # noqa: S311  (jitter, not secrecy)
-        while await self._still_signed_in():
+        while True:
+            try:
+                if not await self._still_signed_in():
+                    break
+            except UNREACHABLE:  # the database is away: ask again next time, rather than close every socket
+                logger.warning("a session could not be re-checked: the database cannot be reached")
             await asyncio.sleep(SESSION_RECHECK)
         await self.close(code=CLOSE_SIGNED_OUT)
 
@@ -178,6 +195,13 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             await handler(self, frame)
         except services.MessagingError as exc:
             await self._error(exc.code, exc.detail, frame.get("client_id") if frame["type"] == "send" else None)
+        except UNREACHABLE:
+            logger.warning("frame %s failed: the database cannot be reached", frame["type"])
+            await self._error(
+                "unavailable",
+                "Commonroom cannot reach its database just now; try again in a moment (sending again is safe).",
+                frame.get("client_id"),
+            )
         except Exception:  # a bug must cost one frame an error, not the socket
             logger.exception("frame %s failed", frame["type"])
             await self._error("server_error", "Something went wrong on our side; try again.", frame.get("client_id"))

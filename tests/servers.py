@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -55,11 +56,11 @@ def daphne_processes(
     redis_url: str | None = None,
     *,
     options: Sequence[str] = (),
-    module: str = "commonroom.serve",
+    application: str | None = None,
     database_url: str | None = None,
 ) -> Iterator[list[Daphne]]:
-    """`count` daphne processes on loopback, started as in production (`python -m commonroom.serve`, or
-    `module` for a test's own application), with `options` added to daphne's, on the test database and
+    """`count` daphne processes on loopback, started as in production (`commonroom.serve`, serving the
+    `application` of a test's own if one is named), with `options` added to daphne's, on the test database and
     Redis (the test one unless `redis_url` or `database_url` names another); stopped afterwards."""
     database = connection.settings_dict
     test_database = f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
@@ -83,9 +84,12 @@ def daphne_processes(
     ports = [free_port() for _ in range(count)]
     paths = [tmp_path / f"daphne-{port}.log" for port in ports]  # read them when a test fails
     logs = [path.open("wb") for path in paths]
+    start = ["-m", "commonroom.serve"]
+    if application is not None:
+        start = ["-c", f"from commonroom import serve; serve.main(application={application!r})"]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), *options],
+            [sys.executable, *start, "-b", "127.0.0.1", "-p", str(port), *options],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -178,3 +182,70 @@ def private_redis() -> Iterator[tuple[str, Any]]:
     finally:
         state["process"].terminate()
         state["process"].wait(timeout=10)
+
+
+class CuttableLink:
+    """A TCP relay on a loopback port of its own to `host:port` (PostgreSQL), which a test can cut and
+    restore: `cut()` drops every connection through it and refuses new ones, which is what a server
+    process sees when the database stops or the network to it fails; `restore()` listens again on
+    the same port. The relay runs in an event loop of its own, in a thread."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.listener: asyncio.Server | None = None
+        self.streams: set[asyncio.StreamWriter] = set()
+
+    def __enter__(self) -> CuttableLink:
+        self.thread.start()
+        self.restore()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+
+    def restore(self) -> None:
+        async def listen() -> None:
+            self.listener = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+        self._run(listen())
+
+    def cut(self) -> None:
+        async def drop() -> None:
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
+            for stream in list(self.streams):
+                stream.transport.abort()
+            self.streams.clear()
+
+        self._run(drop())
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        try:
+            server_in, server_out = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_out.transport.abort()
+            return
+        self.streams |= {client_out, server_out}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pump(client_in, server_out), pump(server_in, client_out))
+        self.streams -= {client_out, server_out}
