@@ -13,7 +13,6 @@ import json
 import logging
 import random
 import time
-from collections import Counter
 from importlib import import_module
 from typing import Any
 
@@ -24,6 +23,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from messaging import policy, services
+from messaging.sockets import SocketCount
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ STRIKES = 3  # rate-limited frames before the socket is closed
 STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
 
 SESSION_RECHECK = 60.0  # seconds between checks that a long-lived socket's session still holds
-MAX_SOCKETS = 10  # open sockets per person in one server process (tabs and devices)
+MAX_SOCKETS = 10  # open sockets per person, across all server processes (tabs and devices)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
@@ -47,9 +47,9 @@ CLOSE_TRY_AGAIN = 1013  # the WebSocket code for "try again later": the database
 # a retry with the same client id finds it. Either way the client is told to try again.
 UNREACHABLE = (OperationalError, InterfaceError)
 
-# How many sockets each person has open in this process: a person (or a script with their cookie)
-# cannot tie up the server with thousands of sockets. Per process: with N processes, N times MAX_SOCKETS.
-_open_sockets: Counter[int] = Counter()
+# The sockets each person has open, across processes (through Redis when there is one). A socket's
+# place is renewed at every session re-check; one left by a killed process lapses after three.
+open_sockets = SocketCount(lease=3 * SESSION_RECHECK)
 
 
 def room_group(room_id: int) -> str:
@@ -73,12 +73,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         self.rooms = {}
         self.tokens, self.checked, self.strikes = BURST, time.monotonic(), 0
         await self.accept()
-        if _open_sockets[user.pk] >= MAX_SOCKETS:
+        if not await open_sockets.claim(user.pk, self.channel_name, limit=MAX_SOCKETS):
             await self._error("too_many_sockets", f"You have {MAX_SOCKETS} windows open already; close one first.")
             await self.close(code=CLOSE_TOO_MANY)
             self.user = None  # nothing to undo at disconnect
             return
-        _open_sockets[user.pk] += 1
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         try:
             await self._refresh_rooms()
@@ -91,9 +90,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def disconnect(self, code: int) -> None:
         if getattr(self, "user", None) is None:
             return
-        _open_sockets[self.user.pk] -= 1
-        if _open_sockets[self.user.pk] <= 0:
-            del _open_sockets[self.user.pk]
+        await open_sockets.release(self.user.pk, self.channel_name)
         if (watch := getattr(self, "watch", None)) is not None:
             watch.cancel()
         for room_id in list(getattr(self, "rooms", {})):
@@ -111,6 +108,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             try:
                 if not await self._still_signed_in():
                     break
+                await open_sockets.renew(self.user.pk, self.channel_name)
             except UNREACHABLE:  # the database is away: ask again next time, rather than close every socket
                 logger.warning("a session could not be re-checked: the database cannot be reached")
             await asyncio.sleep(SESSION_RECHECK)

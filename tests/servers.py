@@ -5,6 +5,7 @@ their WebSocket clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -32,6 +33,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def the_database_url(port: int | None = None) -> str:
+    """The test database's URL, reached through `port` on loopback if given (a `Proxy` in front of it)."""
+    database = connection.settings_dict
+    host = "127.0.0.1" if port is not None else database["HOST"]
+    return f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{host}:{port or database['PORT']}/{database['NAME']}"
+
+
+def database_proxy() -> Proxy:
+    """A `Proxy` in front of the test database (PostgreSQL)."""
+    database = connection.settings_dict
+    return Proxy(database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432))
 
 
 @dataclass
@@ -62,14 +76,12 @@ def daphne_processes(
     """`count` daphne processes on loopback, started as in production (`commonroom.serve`, serving the
     `application` of a test's own if one is named), with `options` added to daphne's, on the test database and
     Redis (the test one unless `redis_url` or `database_url` names another); stopped afterwards."""
-    database = connection.settings_dict
-    test_database = f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "commonroom.settings",
         "DEBUG": "0",
         "SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": database_url or test_database,
+        "DATABASE_URL": database_url or the_database_url(),
         "REDIS_URL": redis_url or settings.REDIS_URL or "",
         "CHANNEL_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -184,68 +196,68 @@ def private_redis() -> Iterator[tuple[str, Any]]:
         state["process"].wait(timeout=10)
 
 
-class CuttableLink:
-    """A TCP relay on a loopback port of its own to `host:port` (PostgreSQL), which a test can cut and
-    restore: `cut()` drops every connection through it and refuses new ones, which is what a server
-    process sees when the database stops or the network to it fails; `restore()` listens again on
-    the same port. The relay runs in an event loop of its own, in a thread."""
+class Proxy:
+    """A TCP proxy on a loopback port of its own in front of `host:port` (a server, the database),
+    which a test can cut and restore: `cut()` drops every connection through it and refuses new ones,
+    which is what a client sees when the network fails or, in front of PostgreSQL, when the database
+    stops."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.listener: asyncio.Server | None = None
-        self.streams: set[asyncio.StreamWriter] = set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.up = True
+        self.downstream = True  # False: bytes from the server are dropped (an answer lost on the way)
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def __enter__(self) -> CuttableLink:
-        self.thread.start()
-        self.restore()
-        return self
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            with self.lock:
+                self.open |= {client, server}
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.cut()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if down and not self.downstream:
+                    continue
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._close(end)
 
-    def _run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
-
-    def restore(self) -> None:
-        async def listen() -> None:
-            self.listener = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-        self._run(listen())
+    def _close(self, end: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(end)
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
 
     def cut(self) -> None:
-        async def drop() -> None:
-            if self.listener is not None:
-                self.listener.close()
-                self.listener = None
-            for stream in list(self.streams):
-                stream.transport.abort()
-            self.streams.clear()
+        """Every connection drops, and new ones are refused, until `restore`."""
+        self.up = False
+        with self.lock:
+            ends = list(self.open)
+        for end in ends:
+            self._close(end)
 
-        self._run(drop())
+    def restore(self) -> None:
+        self.downstream = True
+        self.up = True
 
-    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        try:
-            server_in, server_out = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_out.transport.abort()
-            return
-        self.streams |= {client_out, server_out}
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pump(client_in, server_out), pump(server_in, client_out))
-        self.streams -= {client_out, server_out}
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

@@ -9,11 +9,8 @@ With COMMONROOM_SCREENSHOTS set to a folder, the screenshot test saves the main 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +33,7 @@ from classes.services import enroll
 from messaging import services
 from messaging.models import Message, Room
 from tests.conftest import CHROMIUM, SchoolPeople, make_school
+from tests.servers import Proxy, daphne_processes, database_proxy, the_database_url
 from tests.test_e2e import servers
 
 __all__ = ["servers"]  # the fixture, shared with the end-to-end tests
@@ -62,70 +60,6 @@ expect.set_options(timeout=TIMEOUT)
 axe = Axe()
 
 
-class Proxy:
-    """A TCP proxy on loopback in front of one server, which a test can cut and restore."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.up = True
-        self.downstream = True  # False: bytes from the server are dropped (an answer lost on the way)
-        self.open: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            server = socket.create_connection(("127.0.0.1", self.target))
-            with self.lock:
-                self.open |= {client, server}
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, down: bool) -> None:
-        try:
-            while chunk := source.recv(65536):
-                if down and not self.downstream:
-                    continue
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                self._close(end)
-
-    def _close(self, end: socket.socket) -> None:
-        with self.lock:
-            self.open.discard(end)
-        with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
-        end.close()
-
-    def cut(self) -> None:
-        """Every connection drops, and new ones are refused, until `restore`."""
-        self.up = False
-        with self.lock:
-            ends = list(self.open)
-        for end in ends:
-            self._close(end)
-
-    def restore(self) -> None:
-        self.downstream = True
-        self.up = True
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 @pytest.fixture
 def browser(servers: list[int], people: SchoolPeople) -> Iterator[Browser]:
     """Started after the database fixtures and stopped before their teardown: Playwright's event loop
@@ -141,7 +75,7 @@ def browser(servers: list[int], people: SchoolPeople) -> Iterator[Browser]:
 
 @pytest.fixture
 def proxy(servers: list[int]) -> Iterator[Proxy]:
-    proxied = Proxy(servers[0])
+    proxied = Proxy("127.0.0.1", servers[0])
     yield proxied
     proxied.close()
 
@@ -377,6 +311,29 @@ def test_a_message_sent_while_the_socket_is_down_arrives_once(
     expect(student.locator("#messages")).not_to_contain_text("Sent in the tunnel")
     texts = student.locator("#messages li.message .body").all_inner_texts()
     assert texts[-2:] == ["While you were away 1", "While you were away 2"]
+
+
+def test_a_message_sent_while_the_database_is_away_waits_and_is_sent_once(
+    tmp_path: Path, browser: Browser, people: SchoolPeople, room: Room
+) -> None:
+    """The server cannot reach PostgreSQL for a moment: the message waits in the page, saying so, and
+    is sent again by itself (with the same client id) once the database is back: saved once."""
+    link = database_proxy()
+    try:
+        with daphne_processes(tmp_path, 1, database_url=the_database_url(link.port)) as [server]:
+            student = open_room(signed_in(browser, server.port, people.student), server.port, room)
+            link.cut()
+            post(student, "Said while the database is away")
+            line = lines(student, "Said while the database is away")
+            expect(line.locator(".state-note")).to_have_text("Waiting for the server; it will be sent when it is back.")
+            expect(line).to_have_class(re.compile(r"\bpending\b"))
+            assert count_messages("Said while the database is away") == 0
+            link.restore()
+            expect(line).not_to_have_class(re.compile(r"\bpending\b"), timeout=20_000)
+            expect(line).to_have_count(1)
+            assert count_messages("Said while the database is away") == 1
+    finally:
+        link.close()
 
 
 def test_a_muted_student_sees_why_and_cannot_post(

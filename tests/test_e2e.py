@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,33 @@ def test_redis_restarting_mid_conversation_loses_nothing(tmp_path: Path, people:
                 assert [m["body"] for m in page["messages"]] == bodies
 
         asyncio.run(conversation())
+
+
+def test_the_socket_limit_counts_every_server(servers: list[int], people: SchoolPeople) -> None:
+    """A person's sockets are counted across server processes: 10 open, spread over two servers, and
+    the 11th is refused on either; once one closes, another may open."""
+    from messaging.consumers import CLOSE_TOO_MANY, MAX_SOCKETS
+
+    cookie = session_cookie(people.student)
+    urls = [(f"ws://127.0.0.1:{port}/ws/", Origin(f"http://127.0.0.1:{port}")) for port in servers]
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            open_ones = []
+            for n in range(MAX_SOCKETS):
+                url, origin = urls[n % 2]
+                ws = await stack.enter_async_context(connect(url, origin=origin, additional_headers={"Cookie": cookie}))
+                await frames_until(ws, "ready")
+                open_ones.append(ws)
+            for url, origin in urls:
+                async with connect(url, origin=origin, additional_headers={"Cookie": cookie}) as refused:
+                    error = json.loads(await asyncio.wait_for(refused.recv(), 10))
+                    assert error["code"] == "too_many_sockets"
+                    await refused.wait_closed()
+                    assert refused.close_code == CLOSE_TOO_MANY
+            await open_ones[0].close()
+            url, origin = urls[1]
+            async with connect(url, origin=origin, additional_headers={"Cookie": cookie}) as again:
+                await frames_until(again, "ready")
+
+    asyncio.run(scenario())

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from messaging.models import Message
 from tests.conftest import SchoolPeople, make_school
 from tests.fault_server import DIE_AFTER_SAVE, DIE_BEFORE_SAVE
-from tests.servers import CuttableLink, Daphne, daphne_processes, frames_until, session_cookie
+from tests.servers import Daphne, daphne_processes, database_proxy, frames_until, session_cookie, the_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -100,6 +100,18 @@ def saved(room: int) -> list[tuple[int, str, str]]:
         ]
 
 
+async def saved_now(room: int) -> list[tuple[int, str, str]]:
+    """`saved`, from inside the test's event loop: in a thread of its own, whose connection is closed after."""
+
+    def read() -> list[tuple[int, str, str]]:
+        try:
+            return saved(room)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(read)
+
+
 def assert_gapless(rows: list[tuple[int, str, str]]) -> None:
     assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
     assert len({row[1] for row in rows}) == len(rows)  # each client id once
@@ -146,7 +158,7 @@ def test_a_server_killed_mid_send_loses_and_duplicates_nothing(
                 await sender.send(send_frame(room, body, fatal))
                 assert not [f for f in await until_closed(sender) if f.get("client_id") == fatal]
                 assert doomed.process.wait(timeout=10) == -9  # killed, not stopped
-                in_database = [row for row in (await asyncio.to_thread(saved, room)) if row[1] == fatal]
+                in_database = [row for row in (await saved_now(room)) if row[1] == fatal]
                 assert len(in_database) == (1 if moment == DIE_AFTER_SAVE else 0)
 
                 # Not acknowledged, so sent again through the other server: one message, whichever it was.
@@ -253,9 +265,9 @@ def test_the_database_away_for_seconds_gives_clear_errors_then_recovers(
     `unavailable` error, never an acknowledgement, and nothing is saved; sockets stay open; the
     health check says so. Once the database is back, everything works again without restarting the
     server: the message sent again is saved once and delivered live."""
-    database = connection.settings_dict
-    with CuttableLink(database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432)) as link:
-        url = f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@127.0.0.1:{link.port}/{database['NAME']}"
+    link = database_proxy()
+    try:
+        url = the_database_url(link.port)
         with daphne_processes(tmp_path, 1, database_url=url, options=["--ping-interval", "300"]) as [server]:
 
             def healthy() -> bool:
@@ -285,7 +297,7 @@ def test_the_database_away_for_seconds_gives_clear_errors_then_recovers(
                         assert "try again" in answer["detail"]
                     assert not await asyncio.to_thread(healthy)
                     await asyncio.sleep(3)
-                    assert [row for row in await asyncio.to_thread(saved, room) if row[1] == client_id] == []
+                    assert [row for row in await saved_now(room) if row[1] == client_id] == []
 
                     await asyncio.to_thread(link.restore)
                     during = await send(sender, room, "During the outage", client_id)
@@ -302,6 +314,8 @@ def test_the_database_away_for_seconds_gives_clear_errors_then_recovers(
             assert_gapless(rows)
             assert [row[2] for row in rows] == ["Before the outage", "During the outage"]
             assert server.process.poll() is None  # the same process throughout
+    finally:
+        link.close()
 
 
 def raw_websocket(server: Daphne, cookie: str) -> socket.socket:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,13 +17,15 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
+from django.test import override_settings
 from django_scopes import scopes_disabled
 
 from classes.models import Enrollment, User
 from messaging.consumers import CLOSE_FLOODING, CLOSE_UNAUTHENTICATED, ChatConsumer
 from messaging.live import tell_user
 from messaging.models import Room
+from messaging.sockets import SocketCount
 from tests.conftest import SchoolPeople, make_school
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -164,7 +169,7 @@ async def test_a_message_reaches_the_room_and_nobody_else(people: SchoolPeople, 
     client_id = str(uuid.uuid4())
     await student.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "Hello"})
     ack = await student.receive_json_from()
-    assert ack["type"] == "ack"
+    assert ack["type"] == "ack", ack
     assert ack["client_id"] == client_id
     assert ack["message"]["seq"] == 1
     heard = await teacher.receive_json_from()
@@ -415,7 +420,95 @@ async def test_too_many_sockets_for_one_person_are_refused(people: SchoolPeople,
     assert ready["type"] == "ready"
     for communicator in (second, other, again):
         await communicator.disconnect()
-    assert consumers._open_sockets[people.student.pk] == 0
+    assert consumers.open_sockets.held(people.student.pk) == 0
+
+
+@pytest.mark.redis
+async def test_a_place_left_by_a_killed_server_lapses() -> None:
+    """Across processes the count lives in Redis. A socket whose process was killed never releases its
+    place; the place lapses when its lease runs out, while a renewed one keeps counting."""
+    person = 10_000_000 + random.randrange(1_000_000)
+    dead, alive = SocketCount(lease=180), SocketCount(lease=180)  # two server processes
+    now = time.time()
+    assert await dead.claim(person, "dead.socket", limit=1, now=now - 200)  # claimed, then its process died
+    assert await alive.claim(person, "live.socket", limit=1, now=now)  # the dead one's lease ran out
+    assert not await alive.claim(person, "another.socket", limit=1, now=now + 1)
+    await alive.renew(person, "live.socket", now=now + 170)  # its lease now runs to now + 350
+    assert not await alive.claim(person, "another.socket", limit=1, now=now + 300)
+    assert await dead.claim(person, "another.socket", limit=2, now=now + 300)  # each counts for one
+    await alive.release(person, "live.socket")
+    await dead.release(person, "another.socket")
+    assert await alive.claim(person, "last.socket", limit=1, now=now + 300)
+    await alive.release(person, "last.socket")
+
+
+async def test_with_redis_away_the_count_is_kept_in_the_process() -> None:
+    """Redis unreachable: sockets are still let in (the channel layer's outage must not lock a school
+    out), and counted by their own process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"  # nothing listens there
+    count = SocketCount(lease=180)
+    with override_settings(REDIS_URL=nowhere):
+        assert await count.claim(1, "one", limit=2)
+        assert await count.claim(1, "two", limit=2)
+        assert not await count.claim(1, "three", limit=2)
+        await count.release(1, "one")
+        assert await count.claim(1, "three", limit=2)
+    assert count.held(1) == 2
+
+
+async def test_a_database_that_cannot_be_reached_gets_a_clear_error(
+    people: SchoolPeople, room: int, monkeypatch: Any
+) -> None:
+    """What the driver raises when PostgreSQL is away becomes an `unavailable` error, with the send's
+    client id, never an acknowledgement; the socket stays open and works once the database is back
+    (shown with a real server and a cut connection in tests/test_faults.py)."""
+    from messaging import services
+
+    communicator, _ = await connect(people.student)
+    real = services.send_message
+
+    def unreachable(**kwargs: Any) -> Any:
+        raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    monkeypatch.setattr(services, "send_message", unreachable)
+    client_id = str(uuid.uuid4())
+    await communicator.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "hello"})
+    error = await communicator.receive_json_from()
+    assert error["type"] == "error"
+    assert error["code"] == "unavailable"
+    assert error["client_id"] == client_id
+    monkeypatch.setattr(services, "send_message", real)
+    await communicator.send_json_to({"type": "send", "room": room, "client_id": client_id, "body": "hello"})
+    ack = await communicator.receive_json_from(timeout=10)  # the first real send loads the screening model
+    assert ack["type"] == "ack"
+    assert ack["client_id"] == client_id
+    await communicator.disconnect()
+
+
+async def test_the_session_re_check_survives_a_database_outage(people: SchoolPeople, monkeypatch: Any) -> None:
+    """A re-check that cannot reach the database keeps the socket open and asks again next time,
+    rather than closing every socket of the school at once."""
+    from messaging import consumers
+
+    monkeypatch.setattr(consumers, "SESSION_RECHECK", 0.05)
+    answers = iter([OperationalError("the database is away"), OperationalError("still away"), False])
+
+    async def still_signed_in(self: Any) -> bool:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return bool(answer)
+
+    monkeypatch.setattr(consumers.ChatConsumer, "_still_signed_in", still_signed_in)
+    communicator, _ = await connect(people.student)
+    # Two failed checks leave it open; the third, answered "signed out", closes it.
+    assert await communicator.receive_output(timeout=3) == {
+        "type": "websocket.close",
+        "code": consumers.CLOSE_SIGNED_OUT,
+    }
+    assert next(answers, None) is None
 
 
 async def test_no_frame_makes_a_room(people: SchoolPeople) -> None:

@@ -265,13 +265,22 @@ function onMute(frame) {
   if (moving) person.querySelector(`[data-action="${muted ? "unmute" : "mute"}"]`).focus();
 }
 
+// Send whatever is still waiting again, once, a little later (the same client ids: saved once each).
+function resendSoon() {
+  clearTimeout(view.resendTimer);
+  view.resendTimer = setTimeout(() => {
+    for (const send of pending.values()) transmit(send);
+  }, 3000);
+}
+
 function onError(frame) {
-  if (frame.code === "rate_limited") {
-    // The refused frame is not named: resend whatever is still waiting, once, a little later.
-    clearTimeout(view.resendTimer);
-    view.resendTimer = setTimeout(() => {
-      for (const send of pending.values()) transmit(send);
-    }, 3000);
+  if (frame.code === "rate_limited") resendSoon(); // the refused frame is not named
+  if (frame.code === "unavailable" && pending.has(frame.client_id)) {
+    // The server cannot reach its database for a moment: the message waits and is sent again.
+    const item = findPending(frame.client_id);
+    if (item) item.querySelector(".state-note").textContent = "Waiting for the server; it will be sent when it is back.";
+    resendSoon();
+    return;
   }
   const item = frame.client_id ? findPending(frame.client_id) : null;
   if (frame.client_id) pending.delete(frame.client_id);
