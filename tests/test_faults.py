@@ -416,3 +416,55 @@ def test_a_frame_over_the_size_limit_is_refused_by_the_server(
 
         asyncio.run(scenario())
         assert server.process.poll() is None
+
+
+def test_a_flood_is_cut_off_and_the_room_carries_on(
+    tmp_path: Path, people: SchoolPeople, cookie: dict[int, str]
+) -> None:
+    """One socket floods its server with frames as fast as it can write them, on several sockets at
+    once. Each is refused (`rate_limited`) and then closed (4429), while a conversation on the same
+    server goes on: every message of it is delivered, in order. (How much the flood costs the
+    conversation's latency is measured in the benchmark, not asserted here.)"""
+    from messaging.consumers import CLOSE_FLOODING
+
+    with daphne_processes(tmp_path, 1) as [server]:
+
+        async def scenario() -> None:
+            async def flood() -> int | None:
+                async with open_socket(server, cookie[people.aide.pk]) as ws:
+                    room = await class_room(ws)
+                    junk = [send_frame(room, f"spam {n}", str(uuid.uuid4())) for n in range(200)]
+                    try:
+                        for frame in junk:
+                            await ws.send(frame)
+                        await until_closed(ws)
+                    except ConnectionClosed:
+                        pass
+                    return int(ws.close_code) if ws.close_code is not None else None
+
+            async def conversation() -> list[int]:
+                async with (
+                    open_socket(server, cookie[people.student.pk]) as student,
+                    open_socket(server, cookie[people.teacher.pk]) as teacher,
+                ):
+                    room = await class_room(student)
+                    await frames_until(teacher, "ready")
+                    seqs = []
+                    for n in range(10):
+                        sent = await send(student, room, f"Still talking {n}")
+                        while True:
+                            heard = (await frames_until(teacher, "message"))["message"]
+                            if heard["author"]["id"] == people.student.pk:
+                                break
+                        assert heard["id"] == sent["id"]
+                        seqs.append(heard["seq"])
+                    return seqs
+
+            floods = [asyncio.ensure_future(flood()) for _ in range(3)]
+            seqs = await conversation()
+            codes = [await flooded for flooded in floods]
+            assert seqs == sorted(seqs)
+            assert codes == [CLOSE_FLOODING] * 3
+
+        asyncio.run(scenario())
+        assert server.process.poll() is None
