@@ -10,9 +10,10 @@ from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditEvent
 from audit.services import record
+from commonroom.admin_views import PermissionBeforeLookup
 
 
-class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
+class AuditEventAdmin(PermissionBeforeLookup, admin.ModelAdmin[AuditEvent]):
     list_display = ("created", "chain", "seq", "action", "actor_label", "target_type", "target_label")
     list_filter = ("action",)
     search_fields = ("action", "actor_label", "target_label", "target_id")

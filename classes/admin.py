@@ -42,6 +42,7 @@ from classes.models import (
 from classes.oneroster import BundleError
 from classes.roster_import import InvalidBundle, import_bundle
 from classes.signals import sessions_ended
+from commonroom.admin_views import PermissionBeforeLookup
 
 
 class ProvisioningLoginForm(AdminAuthenticationForm):
@@ -77,7 +78,7 @@ class CommonroomAdminSite(admin.AdminSite):
 admin_site = CommonroomAdminSite(name="admin")
 
 
-class ProvisioningAdmin(admin.ModelAdmin[Any]):
+class ProvisioningAdmin(PermissionBeforeLookup, admin.ModelAdmin[Any]):
     """Visible to platform operators and school admins; never deletes; keeps objects in their school."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -289,7 +290,7 @@ class StaffRoleAdmin(ProvisioningAdmin):
 
 
 @admin.register(User, site=admin_site)
-class PersonAdmin(DjangoUserAdmin[User]):  # type: ignore[type-var]  # works with any AbstractBaseUser
+class PersonAdmin(PermissionBeforeLookup, DjangoUserAdmin[User]):  # type: ignore[type-var]  # works with any AbstractBaseUser
     list_display = ("username", "given_name", "family_name", "role", "school", "enabled")
     list_filter = ("role", "enabled")
     search_fields = ("username", "given_name", "family_name", "email", "sourced_id")

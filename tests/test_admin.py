@@ -7,7 +7,7 @@ from django.test import Client
 from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
-from classes.models import Cohort, Enrollment, School, StaffRole, User
+from classes.models import Cohort, Enrollment, Organisation, School, StaffRole, User
 from moderation.models import ModerationSettings, ScreeningRule
 from moderation.rules import screen_for
 from tests.conftest import SchoolPeople
@@ -58,6 +58,24 @@ def test_another_schools_object_is_not_found(
     missing = client.get(f"/admin/classes/{model}/999999/change/")
     assert response.status_code == missing.status_code == 302
     assert response["Location"] == missing["Location"] == "/admin/"
+
+
+@pytest.mark.parametrize("page", ["change", "history"])
+def test_an_object_the_admin_may_not_see_answers_as_a_missing_one(
+    client: Client, school_a: SchoolPeople, school_b: SchoolPeople, page: str
+) -> None:
+    """Departments (operators only), and audit events, for a school admin: one that exists and one that
+    does not get the same answer, on the history page too (Django's looks the object up first)."""
+    with scopes_disabled():
+        department = Organisation.objects.create(name="Science", kind=Organisation.Kind.DEPARTMENT)
+        event = AuditEvent.objects.filter(school_id=school_b.school.pk).first()
+    assert event is not None
+    _login(client, school_a.admin)
+    for model, pk in (("classes/organisation", department.pk), ("audit/auditevent", event.pk)):
+        there = client.get(f"/admin/{model}/{pk}/{page}/")
+        missing = client.get(f"/admin/{model}/99999999/{page}/")
+        assert there.status_code == missing.status_code == 403, model
+        assert there.content == missing.content
 
 
 @pytest.mark.parametrize("role", ["student", "teacher", "moderator", "safeguarding_lead"])
