@@ -69,7 +69,7 @@ TARGET_MS = 250.0
 HOST = "127.0.0.1"
 ORIGIN = f"http://{HOST}"
 SYSTEMS = ("commonroom", "b0", "b1")
-SCENARIOS = ("class30", "cohort300", "classes10x30", "burst", "storm", "memory", "soak", "two_processes")
+SCENARIOS = ("class30", "cohort300", "classes10x30", "burst", "storm", "flood", "memory", "soak", "two_processes")
 RATES = (1, 2, 5, 7, 10, 20, 35, 50, 70, 100, 200)
 COHORT = 300
 CLASS = 30
@@ -661,6 +661,51 @@ async def scenario_storm(bench: Bench, seconds: float) -> dict[str, Any]:
     return result
 
 
+async def scenario_flood(bench: Bench, seconds: float) -> dict[str, Any]:
+    """A class room talks at 10 messages a second, first in peace, then while three students of
+    another class flood the same server: each writes `send` frames as fast as it can and, when the
+    server closes it for flooding, connects again at once. The room's latency in both."""
+    room, other = bench.layout.class_rooms[0], bench.layout.class_rooms[1]
+    clients = await bench.connect(class_people(room, bench.layout))
+    senders = senders_of(clients, room["id"], bench.layout)
+    attackers = [user for user, _ in class_people(other, bench.layout) if user in other["students"]][:3]
+    rate = 10
+    counts = {"frames": 0, "closed_for_flooding": 0}
+    stop = asyncio.Event()
+
+    async def flood(user: int) -> None:
+        url, headers = f"ws://{HOST}:{bench.port_for(0)}/ws/", {"Cookie": f"sessionid={bench.layout.sessions[user]}"}
+        while not stop.is_set():
+            try:
+                async with connect(url, origin=Origin(ORIGIN), additional_headers=headers, ping_interval=None) as ws:
+                    drain = asyncio.create_task(ws.wait_closed())  # reads (and drops) what comes back
+                    await ws.recv()  # ready
+                    while not stop.is_set():
+                        frame = {"type": "send", "room": other["id"], "client_id": str(uuid.uuid4()), "body": "spam"}
+                        await ws.send(orjson.dumps(frame).decode())
+                        counts["frames"] += 1
+                        await asyncio.sleep(0)
+                    drain.cancel()
+            except WebSocketException as closed:
+                code = getattr(getattr(closed, "rcvd", None), "code", None)
+                counts["closed_for_flooding"] += code == 4429
+
+    try:
+        peaceful = await bench.step([(room["id"], senders)], rate, seconds * 2)
+        show_step(bench.system, peaceful)
+        flooding = [asyncio.create_task(flood(user)) for user in attackers]
+        try:
+            flooded = await bench.step([(room["id"], senders)], rate, seconds * 2)
+        finally:
+            stop.set()
+            await asyncio.gather(*flooding, return_exceptions=True)
+        show_step(bench.system, flooded)
+        print(f"    {bench.system:<10} flood: {counts['frames']} frames, closed {counts['closed_for_flooding']} times")
+        return {"peaceful": peaceful, "flooded": flooded, **counts, "ok": flooded["ok"]}
+    finally:
+        await bench.disconnect()
+
+
 async def settle_rss(pid: int) -> int:
     await asyncio.sleep(1)
     return rss_kib(pid)
@@ -856,9 +901,9 @@ async def run(
         print(f"{scenario}:", flush=True)
         results["scenarios"][scenario] = {}
         for system in systems:
+            if scenario in ("two_processes", "flood") and system != "commonroom":
+                continue  # Commonroom's own: the baselines have no rate limit to flood
             if scenario == "two_processes":
-                if system != "commonroom":
-                    continue
                 second = start("commonroom", 8114, env)
                 servers.append(second)
                 bench = Bench(layout, system, [started[system], second], infra[system], database, args.postgres)
@@ -894,6 +939,7 @@ SCENARIO_RUNS = {
     "classes10x30": scenario_classes10x30,
     "burst": scenario_burst,
     "storm": scenario_storm,
+    "flood": scenario_flood,
 }
 
 
@@ -936,6 +982,14 @@ def table(results: dict[str, Any]) -> list[str]:
                     str(sum(b[k] for b in outcome["bursts"])) for k in ("lost", "duplicated", "out_of_order")
                 )
                 rows.append(f"| burst of 30 in 2 s | {system} | - | {worst} | - | - | {faults} |")
+            elif "flooded" in outcome:
+                peaceful, flooded = outcome["peaceful"], outcome["flooded"]
+                faults = "/".join(str(flooded[k]) for k in ("lost", "duplicated", "out_of_order"))
+                rows.append(
+                    f"| flood beside a class at 10/s | {system} | - | {peaceful['last_member_ms']['p99']} in peace, "
+                    f"{flooded['last_member_ms']['p99']} flooded ({outcome['frames']} frames, closed "
+                    f"{outcome['closed_for_flooding']} times) | - | - | {faults} |"
+                )
             elif "to_ready_ms" in outcome:
                 rows.append(
                     f"| storm: 300 sockets in 1 s | {system} | - | to ready p99 {outcome['to_ready_ms']['p99']} | - "

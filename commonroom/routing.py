@@ -3,11 +3,13 @@ session (a system check, `commonroom.E001`, makes sure it stays so)."""
 
 from __future__ import annotations
 
-from channels.auth import AuthMiddlewareStack
+from channels.auth import AuthMiddleware
 from channels.routing import URLRouter
 from channels.security.websocket import OriginValidator
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 
+from messaging.consumers import CoolingDownGuard
 from messaging.routing import websocket_urlpatterns
 
 
@@ -24,7 +26,10 @@ def allowed_origins() -> list[str]:
 
 
 def socket_application() -> OriginValidator:
-    return OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), allowed_origins())
+    """Channels' AuthMiddlewareStack, with a guard between reading the cookies and reading the session
+    that turns away, without a database query, a session just closed for flooding."""
+    sessions = SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
+    return OriginValidator(CookieMiddleware(CoolingDownGuard(sessions)), allowed_origins())
 
 
 websocket_application = socket_application()

@@ -32,6 +32,8 @@ RATE = 5.0  # frames per second, sustained
 BURST = 20.0  # frames at once
 STRIKES = 3  # rate-limited frames before the socket is closed
 STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
+COOL_DOWN = 30.0  # seconds for which a person whose socket was closed for flooding may not open another
+REFUSAL_DELAY = 1.0  # seconds before such a socket is refused
 
 SESSION_RECHECK = 60.0  # seconds between checks that a long-lived socket's session still holds
 MAX_SOCKETS = 10  # open sockets per person, across all server processes (tabs and devices)
@@ -47,6 +49,36 @@ CLOSE_TRY_AGAIN = 1013  # the WebSocket code for "try again later": the database
 # a retry with the same client id finds it. Either way the client is told to try again.
 UNREACHABLE = (OperationalError, InterfaceError)
 
+# People (by id) and sessions (by key) whose socket this process closed for flooding, and until when
+# their new sockets are refused: a script that reconnects at once after each close would otherwise get
+# a fresh burst of frames, each a database write, every time. A refused session costs no database
+# query at all (`CoolingDownGuard` refuses it before the session is read).
+_cooling_down: dict[int | str, float] = {}
+
+
+def cooling_down(key: int | str) -> bool:
+    return _cooling_down.get(key, 0.0) > time.monotonic()
+
+
+class CoolingDownGuard:
+    """ASGI middleware between the cookie and session middlewares: refuses (403) a socket whose
+    session cookie names a session closed for flooding a moment ago, before the session is read, and
+    only after REFUSAL_DELAY, so that a script reconnecting in a loop is slowed to one try a second
+    per connection (a flood of new connections is for the proxy's limits: docs/operations.md)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        if scope["type"] == "websocket" and key and cooling_down(key):
+            await receive()  # websocket.connect
+            await asyncio.sleep(REFUSAL_DELAY)  # a script retrying in a loop waits for each answer
+            await send({"type": "websocket.close", "code": CLOSE_FLOODING})
+            return None
+        return await self.inner(scope, receive, send)
+
+
 # The sockets each person has open, across processes (through Redis when there is one). A socket's
 # place is renewed at every session re-check; one left by a killed process lapses after three.
 open_sockets = SocketCount(lease=3 * SESSION_RECHECK)
@@ -60,18 +92,102 @@ def user_group(user_id: int) -> str:
     return f"user.{int(user_id)}"
 
 
+RATE_LIMITED = json.dumps(
+    {"type": "error", "code": "rate_limited", "detail": "You are sending too fast; wait a moment."},
+    separators=(",", ":"),
+)
+
+
+class FrameGate:
+    """The rate limit, applied to a socket's frames as they arrive rather than as the consumer gets
+    to them. The consumer takes one frame at a time and waits for the database on many; daphne queues
+    whatever arrives meanwhile without limit, so a limit applied in the consumer would only see a
+    flood seconds late, after reading it all. The gate reads the server's messages in a task of its
+    own as fast as they come: a token bucket per socket (RATE frames a second, BURST at once) lets
+    frames through to the consumer, answers the others `rate_limited`, and at the STRIKES-th refusal
+    closes the socket (4429) at once and drops everything else it sends. Strikes are forgiven after
+    a quiet STRIKE_MEMORY seconds. What waits for the consumer is bounded by the bucket."""
+
+    def __init__(self, receive: Any, send: Any, flooded: Any) -> None:
+        self.upstream, self.send, self.flooded = receive, send, flooded
+        self.waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.tokens, self.checked, self.strikes, self.last_strike = BURST, time.monotonic(), 0, 0.0
+        self.closed = False
+        self.task = asyncio.ensure_future(self._pump())
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.waiting.get()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    def _allowed(self, moment: float) -> bool:
+        if self.strikes and moment - self.last_strike > STRIKE_MEMORY:
+            self.strikes = 0
+        self.tokens = min(BURST, self.tokens + (moment - self.checked) * RATE)
+        self.checked = moment
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def _pump(self) -> None:
+        while True:
+            message = await self.upstream()
+            if message["type"] != "websocket.receive":
+                self.waiting.put_nowait(message)
+                if message["type"] == "websocket.disconnect":
+                    return
+                continue
+            if self.closed:
+                continue  # closed for flooding: what it sends before the connection goes is dropped unread
+            moment = time.monotonic()
+            if self._allowed(moment):
+                self.waiting.put_nowait(message)
+                continue
+            self.strikes += 1
+            self.last_strike = moment
+            if self.strikes >= STRIKES:
+                self.closed = True
+                self.flooded()
+                await self.send({"type": "websocket.close", "code": CLOSE_FLOODING})
+            else:
+                await self.send({"type": "websocket.send", "text": RATE_LIMITED})
+
+
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information
     user: Any
     rooms: dict[int, dict[str, Any]]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gate = FrameGate(receive, send, self._flooded)
+        try:
+            await super().__call__(scope, gate.receive, send)
+        finally:
+            gate.stop()
+
+    def _flooded(self) -> None:
+        """Refuse this person's and this session's new sockets in this process for COOL_DOWN seconds."""
+        if getattr(self, "user", None) is None:
+            return
+        moment = time.monotonic()
+        for key in [k for k, until in _cooling_down.items() if until <= moment]:
+            del _cooling_down[key]
+        _cooling_down[self.user.pk] = moment + COOL_DOWN
+        session_key = getattr(self.scope.get("session"), "session_key", None)
+        if session_key:
+            _cooling_down[session_key] = moment + COOL_DOWN
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        if cooling_down(user.pk):
+            await self.close(code=CLOSE_FLOODING)
+            return
         self.user = user
         self.rooms = {}
-        self.tokens, self.checked, self.strikes = BURST, time.monotonic(), 0
         await self.accept()
         if not await open_sockets.claim(user.pk, self.channel_name, limit=MAX_SOCKETS):
             await self._error("too_many_sockets", f"You have {MAX_SOCKETS} windows open already; close one first.")
@@ -150,27 +266,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             frame["client_id"] = client_id
         await self._send(frame)
 
-    def _allowed(self) -> bool:
-        """A token bucket per socket: RATE frames a second, BURST at once. Strikes are forgiven after a quiet minute."""
-        moment = time.monotonic()
-        if self.strikes and moment - getattr(self, "last_strike", moment) > STRIKE_MEMORY:
-            self.strikes = 0
-        self.tokens = min(BURST, self.tokens + (moment - self.checked) * RATE)
-        self.checked = moment
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self._allowed():
-            self.strikes += 1
-            self.last_strike = time.monotonic()
-            if self.strikes >= STRIKES:
-                await self.close(code=CLOSE_FLOODING)
-                return
-            await self._error("rate_limited", "You are sending too fast; wait a moment.")
-            return
         if text_data is None:
             await self._error("invalid_frame", "Frames are JSON text.")
             return

@@ -226,3 +226,13 @@ def fresh_school_screens() -> Iterator[None]:
     forget_all()
     yield
     forget_all()
+
+
+@pytest.fixture(autouse=True)
+def no_cooling_down() -> Iterator[None]:
+    """A person closed for flooding may not reconnect for a while; a test's person may reuse an earlier id."""
+    from messaging.consumers import _cooling_down
+
+    _cooling_down.clear()
+    yield
+    _cooling_down.clear()

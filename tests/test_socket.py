@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -245,7 +246,12 @@ async def test_a_reconnecting_client_gets_what_it_missed_in_order(people: School
     await teacher.disconnect()
 
 
-async def test_flooding_is_limited_then_closed(people: SchoolPeople) -> None:
+async def test_flooding_is_limited_then_closed(people: SchoolPeople, monkeypatch: Any) -> None:
+    """Refused, then closed; what the flooder sends before its connection is gone is dropped unread;
+    and for a while it may not open another socket (a script reconnecting at once would otherwise get
+    a fresh burst each time), while everyone else may."""
+    from messaging import consumers
+
     communicator, _ = await connect(people.student)
     for _ in range(40):
         await communicator.send_to(text_data='{"type": "dance"}')
@@ -257,6 +263,84 @@ async def test_flooding_is_limited_then_closed(people: SchoolPeople) -> None:
             break
         codes.append(json.loads(output["text"])["code"])
     assert "rate_limited" in codes
+    while not await communicator.receive_nothing(timeout=0.2):  # answers to frames let through before
+        await communicator.receive_output()
+    for _ in range(10):
+        await communicator.send_to(text_data='{"type": "dance"}')
+    assert await communicator.receive_nothing(timeout=0.2)
+
+    again = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
+    again.scope["user"] = people.student
+    connected, code = await again.connect()
+    assert (connected, code) == (False, CLOSE_FLOODING)
+    other, _ = await connect(people.other_student)
+    await other.disconnect()
+    monkeypatch.setitem(consumers._cooling_down, people.student.pk, 0.0)  # the cool-down is over
+    later, ready = await connect(people.student)
+    assert ready["type"] == "ready"
+    await later.disconnect()
+
+
+async def test_a_session_closed_for_flooding_is_turned_away_before_it_is_read(
+    people: SchoolPeople, monkeypatch: Any
+) -> None:
+    """A script that reconnects at once after being closed for flooding costs the server nothing
+    more: its session cookie is refused before the session store is asked (here a store that fails
+    if asked); another person's session still opens."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from commonroom.asgi import application
+    from messaging import consumers
+
+    flooder = await sync_to_async(signed_in_cookie)(people.student)
+    other = await sync_to_async(signed_in_cookie)(people.other_student)
+    session_key = flooder.decode().partition("=")[2]
+    monkeypatch.setitem(consumers._cooling_down, session_key, time.monotonic() + 30)
+    real_load = SessionStore.load
+
+    def load(store: SessionStore) -> Any:
+        if store.session_key == session_key:
+            raise AssertionError("the session of a socket closed for flooding was read")
+        return real_load(store)
+
+    monkeypatch.setattr(SessionStore, "load", load)
+    monkeypatch.setattr(consumers, "REFUSAL_DELAY", 0.0)
+    assert not await opens(application, b"https://localhost", flooder)
+    assert await opens(application, b"https://localhost", other)
+    monkeypatch.setitem(consumers._cooling_down, session_key, 0.0)  # the cool-down is over
+    monkeypatch.setattr(SessionStore, "load", real_load)
+    assert await opens(application, b"https://localhost", flooder)
+
+
+async def test_a_flood_is_cut_off_while_the_consumer_waits_for_the_database(
+    people: SchoolPeople, room: int, monkeypatch: Any
+) -> None:
+    """The limit applies as frames arrive: a socket flooding while its first frame is still waiting
+    for the database is refused and closed without waiting for it (daphne would otherwise queue the
+    whole flood for the consumer)."""
+    from messaging import services
+
+    release = threading.Event()
+    real = services.send_message
+
+    def slow_send(**kwargs: Any) -> Any:
+        release.wait(timeout=10)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "send_message", slow_send)
+    communicator, _ = await connect(people.student)
+    await communicator.send_json_to({"type": "send", "room": room, "client_id": str(uuid.uuid4()), "body": "hi"})
+    for _ in range(40):
+        await communicator.send_to(text_data='{"type": "dance"}')
+    try:
+        seen = []
+        while (output := await communicator.receive_output(timeout=3))["type"] != "websocket.close":
+            seen.append(json.loads(output["text"])["code"])
+        assert output["code"] == CLOSE_FLOODING
+        assert seen == ["rate_limited", "rate_limited"]
+        assert not release.is_set()  # the send was still waiting all along
+    finally:
+        release.set()
 
 
 async def test_an_ended_enrollment_stops_delivery_on_an_open_socket(people: SchoolPeople, room: int) -> None:
