@@ -1,8 +1,10 @@
-# Commonroom image: daphne serving commonroom.asgi on port 8000.
+# Commonroom image: daphne serving commonroom.asgi on port 8000, started through commonroom.serve
+# (which sets daphne's WebSocket limits and keep-alive).
 #
 # Migrations are not run at start-up. `docker compose up` runs them through the
 # one-shot `migrate` service; to run them by hand:
-#   docker compose run --rm app python manage.py migrate
+#   docker compose run --rm migrate
+# docker-compose.yml runs two of these behind nginx (deploy/nginx/), adding --proxy-headers.
 
 FROM python:3.11-slim AS builder
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -43,4 +45,4 @@ EXPOSE 8000
 # It is asked with a host name the app accepts (the first of ALLOWED_HOSTS).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, sys, urllib.request as u; h = os.environ.get('ALLOWED_HOSTS', 'localhost').split(',')[0].strip().lstrip('.'); h = 'localhost' if h in ('', '*') else h; sys.exit(0 if u.urlopen(u.Request('http://127.0.0.1:8000/healthz', headers={'Host': h}), timeout=4).status == 200 else 1)"
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--websocket_timeout", "-1", "commonroom.asgi:application"]
+CMD ["python", "-m", "commonroom.serve", "-b", "0.0.0.0", "-p", "8000"]
