@@ -831,7 +831,6 @@ def main() -> None:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
-            "DATABASE_CONN_MAX_AGE": "600",
             "REDIS_URL": args.redis,
             "CHANNEL_PREFIX": prefix,
             "SECRET_KEY": "benchmark-only",

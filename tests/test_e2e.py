@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -202,3 +203,22 @@ def test_the_socket_limit_counts_every_server(servers: list[int], people: School
                 await frames_until(again, "ready")
 
     asyncio.run(scenario())
+
+
+def test_requests_leave_no_database_connections_behind(servers: list[int], people: SchoolPeople) -> None:
+    """Under ASGI each HTTP request runs in a thread of its own; a connection kept by that thread
+    would outlive it (one per request, until PostgreSQL refuses more). A server process draws its
+    connections from a pool of at most DATABASE_POOL_SIZE (10) instead."""
+    from django.db import connection
+
+    cookie = session_cookie(people.student)
+    for _ in range(40):
+        request = urllib.request.Request(f"http://127.0.0.1:{servers[0]}/", headers={"Cookie": cookie})
+        with urllib.request.urlopen(request, timeout=10) as page:  # noqa: S310  (http on loopback)
+            assert page.status == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        held = cursor.fetchone()[0]
+    assert 1 <= held <= 2 * 10  # two processes, each with its pool
