@@ -35,6 +35,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_for_port(port: int, name: str, process: subprocess.Popen[bytes], log: Path | None = None) -> None:
+    """Wait (up to 10 s) until something listens on `port` on loopback; fail at once if `process`
+    stops meanwhile, with `log` if it has one."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise AssertionError(f"{name} stopped: {log.read_text() if log else ''}") from None
+            assert time.monotonic() < deadline, f"{name} did not start"
+            time.sleep(0.05)
+
+
 def the_database_url(port: int | None = None) -> str:
     """The test database's URL, reached through `port` on loopback if given (a `Proxy` in front of it)."""
     database = connection.settings_dict
@@ -171,14 +186,7 @@ def private_redis() -> Iterator[tuple[str, Any]]:
     state = {"process": subprocess.Popen(command, stdout=subprocess.DEVNULL)}
 
     def wait_until_up() -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "redis did not start"
-                time.sleep(0.1)
+        wait_for_port(port, "redis", state["process"])
 
     def stop() -> None:
         state["process"].terminate()

@@ -373,6 +373,17 @@ def page(response: Response) -> str:
     return response.content.decode()
 
 
+def moderation_done(action: str, world: World) -> None:
+    """A removal, mute or lock took effect (over HTTP as a case's action, or on the socket)."""
+    real = world.real
+    if action == "remove":
+        assert Message.objects.get(pk=real.classmates_message).state == Message.State.REMOVED
+    elif action == "mute":
+        assert Mute.objects.filter(room_id=real.room, user=world.classmate, ended__isnull=True).exists()
+    else:
+        assert Room.objects.get(pk=real.room).locked_reason == "Calm down, everyone"
+
+
 def http_succeeded(action: str, world: World, found: list[Response]) -> None:
     """The action did what it says, rather than merely answering."""
     real, first = world.real, found[0]
@@ -382,14 +393,10 @@ def http_succeeded(action: str, world: World, found: list[Response]) -> None:
             assert world.people.school_class.title in page(first)
         elif action in ("remove", "mute", "lock", "escalate"):
             assert (first.status_code, first["Location"]) == (302, f"/cases/{real.case}/")
-            if action == "remove":
-                assert Message.objects.get(pk=real.classmates_message).state == Message.State.REMOVED
-            elif action == "mute":
-                assert Mute.objects.filter(room_id=real.room, user=world.classmate, ended__isnull=True).exists()
-            elif action == "lock":
-                assert Room.objects.get(pk=real.room).locked_reason == "Calm down, everyone"
-            else:
+            if action == "escalate":
                 assert Case.objects.get(pk=real.case).level == 2
+            else:
+                moderation_done(action, world)
         elif action == "read_case":
             assert first.status_code == 200
             assert UNKIND in page(first)
@@ -524,12 +531,8 @@ def socket_succeeded(action: str, world: World, talk: Conversation) -> None:
             assert Message.objects.get(pk=ack["message"]["id"]).body == "Hello, room"
         elif action == "edit":
             assert Message.objects.get(pk=real.message).body == "See you at break"
-        elif action == "remove":
-            assert Message.objects.get(pk=real.classmates_message).state == Message.State.REMOVED
-        elif action == "mute":
-            assert Mute.objects.filter(room_id=real.room, user=world.classmate, ended__isnull=True).exists()
-        elif action == "lock":
-            assert Room.objects.get(pk=real.room).locked_reason == "Calm down, everyone"
+        elif action in ("remove", "mute", "lock"):
+            moderation_done(action, world)
         elif action == "report":
             assert talk.answers == [[{"type": "reported", "message": real.classmates_message}]]
             reports = AuditEvent.objects.filter(action="message.reported", target_id=str(real.classmates_message))

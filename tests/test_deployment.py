@@ -45,7 +45,7 @@ from websockets.typing import Origin
 from classes.models import User
 from commonroom import serve
 from tests.conftest import REQUIRE_SERVICES, SchoolPeople, make_school
-from tests.servers import ROOT, Daphne, daphne_processes, frames_until, free_port, session_cookie
+from tests.servers import ROOT, Daphne, daphne_processes, frames_until, free_port, session_cookie, wait_for_port
 
 NGINX = Path("/usr/sbin/nginx")  # Debian's nginx-light (.ci/run installs it)
 DEPLOY = ROOT / "deploy" / "nginx"
@@ -194,16 +194,7 @@ def nginx(tmp_path: Path, servers: list[Daphne], tls: Tls | None = None) -> Iter
             [*nginx_command(prefix, config), "-g", "daemon off;"], stdout=access_log, stderr=stderr
         )
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    if process.poll() is not None:
-                        raise AssertionError(f"nginx stopped: {(prefix / 'stderr.log').read_text()}") from None
-                    assert time.monotonic() < deadline, "nginx did not start"
-                    time.sleep(0.05)
+            wait_for_port(port, "nginx", process, prefix / "stderr.log")
             yield Nginx(port, prefix)
         finally:
             process.terminate()
