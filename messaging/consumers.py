@@ -390,6 +390,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         private_to = event.get("private_to")
         if private_to is not None and private_to != self.user.pk and not self.rooms[room_id].get("moderator"):
             return  # a held message, a mute: for one person and the room's moderators only
+        not_for = event.get("not_for")
+        if not_for is not None and (not_for == self.user.pk or self.rooms[room_id].get("moderator")):
+            return  # a message withheld after an edit: for everyone else (its author and the moderators have the edit)
         await self.send(text_data=event["text"])
 
     async def user_frame(self, event: dict[str, Any]) -> None:

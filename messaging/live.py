@@ -20,6 +20,7 @@ def publish_to_room(room: Room, event: dict[str, Any]) -> None:
         return
     event = dict(event)
     private_to = event.pop("private_to", None)
+    not_for = event.pop("not_for", None)
     message = event.get("message") or {}
     if message.get("state") == Message.State.HELD:
         private_to = message["author"]["id"]
@@ -27,6 +28,8 @@ def publish_to_room(room: Room, event: dict[str, Any]) -> None:
     payload: dict[str, Any] = {"type": "room.event", "room": room.pk, "text": text}
     if private_to is not None:
         payload["private_to"] = private_to
+    if not_for is not None:
+        payload["not_for"] = not_for
     async_to_sync(layer.group_send)(room_group(room.pk), payload)
 
 

@@ -81,6 +81,11 @@ class Message(models.Model):
     created = models.DateTimeField()
     edited = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.VISIBLE)
+    withheld = models.BooleanField(
+        default=False,
+        help_text="Held by screening and not approved since: only its author and the room's moderators "
+        "see it, and its removal (the state alone cannot say so once it is removed).",
+    )
     removed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     removed_reason = models.CharField(max_length=500, blank=True)
 

@@ -151,10 +151,10 @@ def serialize(message: Message, viewer: User | None = None) -> dict[str, Any]:
 
 
 def _visible(messages: Any, user: User, room: Room, moderator: bool | None = None) -> Any:
-    """Held messages are for their author and the room's moderators only."""
+    """Withheld messages (held, or held and then removed) are for their author and the room's moderators only."""
     if moderator if moderator is not None else policy.is_moderator_of(user, room):
         return messages
-    return messages.exclude(Q(state=Message.State.HELD) & ~Q(author=user))
+    return messages.exclude(Q(withheld=True) & ~Q(author=user))
 
 
 # -- actions -----------------------------------------------------------------------------
@@ -232,6 +232,7 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
                 body=text,
                 created=now,
                 state=Message.State.HELD if verdict.action == "hold" else Message.State.VISIBLE,
+                withheld=verdict.action == "hold",
             )
             record(
                 "message.sent",
@@ -272,7 +273,7 @@ def _message(user: User, message_id: Any, now: datetime) -> tuple[Message, Room]
         room = policy.room_for(user, message.room_id, now)
     except policy.RoomNotFound:
         raise MessageNotFound from None
-    if message.state == Message.State.HELD and message.author_id != user.pk and not policy.is_moderator_of(user, room):
+    if message.withheld and message.author_id != user.pk and not policy.is_moderator_of(user, room):
         raise MessageNotFound
     return message, room
 
@@ -291,12 +292,13 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
     if not _within_window(message, room, now):
         raise MessagingError("edit_window_over", "Messages can only be edited for a short while after sending.")
     verdict = _may_say(user, room, text, now)
+    was_shown = not message.withheld
     with audited(room.school_id), scopes_disabled():
         old = message.body
         message.body, message.edited = text, now
         if verdict.action == "hold":
-            message.state = Message.State.HELD
-        message.save(update_fields=["body", "edited", "state"])
+            message.state, message.withheld = Message.State.HELD, True
+        message.save(update_fields=["body", "edited", "state", "withheld"])
         record(
             "message.edited",
             school_id=room.school_id,
@@ -312,6 +314,11 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
             },
         )
         publish(room, {"type": "message_edited", "message": serialize(message)})
+        if was_shown and message.withheld:
+            # The room saw the old text; the new one is held: everyone else takes the message off
+            # their screens until a moderator decides (the author and moderators have the edit).
+            position = {"id": message.pk, "room": room.pk, "seq": message.seq}
+            publish(room, {"type": "message_withheld", "message": position, "not_for": message.author_id})
         _screened(message, room, verdict)
     return message
 
@@ -330,7 +337,6 @@ def remove_message(*, user: User, message_id: Any, reason: Any = None, now: date
         if message.author_id == user.pk:
             raise MessagingError("edit_window_over", "Messages can only be deleted for a short while after sending.")
         raise MessagingError("not_allowed", "You can only delete your own recent messages.")
-    was_held = message.state == Message.State.HELD
     text = "" if own else _reason(reason, "Give a reason (up to 500 characters) when you remove someone's message.")
     with audited(room.school_id), scopes_disabled():
         message.state, message.removed_by = Message.State.REMOVED, user
@@ -345,7 +351,7 @@ def remove_message(*, user: User, message_id: Any, reason: Any = None, now: date
             payload={"room": room.pk, "seq": message.seq, "body": message.body, "reason": message.removed_reason},
         )
         event = {"type": "message_removed", "message": serialize(message)}
-        publish(room, {**event, "private_to": message.author_id} if was_held else event)
+        publish(room, {**event, "private_to": message.author_id} if message.withheld else event)
     return message
 
 
@@ -358,8 +364,8 @@ def approve_message(*, user: User, message_id: Any, now: datetime | None = None)
     if message.state != Message.State.HELD:
         raise MessagingError("not_held", "This message is not waiting for review.")
     with audited(room.school_id), scopes_disabled():
-        message.state = Message.State.VISIBLE
-        message.save(update_fields=["state"])
+        message.state, message.withheld = Message.State.VISIBLE, False
+        message.save(update_fields=["state", "withheld"])
         record(
             "message.approved",
             school_id=room.school_id,
@@ -383,7 +389,9 @@ def restore_message(*, user: User, message_id: Any, reason: Any = None, now: dat
         raise MessagingError("not_removed", "Only a message removed by staff can be restored.")
     text = _optional_reason(reason)
     with audited(room.school_id), scopes_disabled():
-        message.state, message.removed_by, message.removed_reason = Message.State.VISIBLE, None, ""
+        # A withheld message comes back held: restoring it is not approving it.
+        message.state = Message.State.HELD if message.withheld else Message.State.VISIBLE
+        message.removed_by, message.removed_reason = None, ""
         message.save(update_fields=["state", "removed_by", "removed_reason"])
         record(
             "message.restored",

@@ -142,6 +142,10 @@ function handle(frame) {
       // Only a line on the page changes: an older message is shown as it is when paged in.
       if (frame.message.room === roomId && findMessage(frame.message.id)) place(frame.message);
       return undefined;
+    case "message_withheld":
+      // Edited into something held for review: off this page until a member of staff decides.
+      if (frame.message.room === roomId) findMessage(frame.message.id)?.remove();
+      return undefined;
     case "room_state":
       return onRoomState(frame);
     case "muted":
