@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection, connections, models
 from psycopg.types.json import Jsonb
 
 BATCH = 2000
@@ -89,3 +89,14 @@ def next_number(model: type[models.Model], pk: int, name: str) -> int:
     if row is None:
         raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")  # type: ignore[attr-defined]
     return int(row[0])
+
+
+def close_request_connections(**kwargs: Any) -> None:
+    """At the end of an HTTP request, close its thread's database connections. Under ASGI Django runs
+    each request in a thread of its own, and a connection kept for reuse (`CONN_MAX_AGE`) would stay
+    open after that thread has gone: one per request, until PostgreSQL refuses more. The sockets'
+    thread, which lives as long as the process, keeps its connection. A connection inside an atomic
+    block (a test's transaction) is left alone."""
+    for each in connections.all(initialized_only=True):
+        if not each.in_atomic_block:
+            each.close()

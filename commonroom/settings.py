@@ -113,8 +113,12 @@ DATABASE_URL = env_url(
     f"sqlite:///{DATA_DIR / 'commonroom.sqlite3'}",
     schemes={"sqlite", "postgres", "postgresql", "pgsql"},
 )
-_database: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL or ""))
-_pool_size = env_int("DATABASE_POOL_SIZE", 10, minimum=1)  # connections per server process (PostgreSQL)
+# A daphne process runs its sockets' database work in one thread, which keeps its connection for a
+# minute rather than opening one for every socket frame (docs/performance.md). HTTP requests run in
+# threads of their own under ASGI: each closes its connection when it ends (commonroom/db.py).
+_database: dict[str, Any] = dict(
+    dj_database_url.parse(DATABASE_URL or "", conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     if _database["NAME"] not in ("", ":memory:"):
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -127,20 +131,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     }
     _database["CONN_MAX_AGE"] = 0
 else:
-    # Each daphne process keeps a pool of connections (psycopg's) rather than opening one for every
-    # socket frame and request (docs/performance.md). Not Django's persistent connections: under
-    # ASGI each HTTP request runs in a thread of its own, whose connection would stay open after it,
-    # one per request, until PostgreSQL ran out (docs/operations.md). A connection is checked before
-    # it is handed out, so the first query after PostgreSQL restarts does not fail.
-    _database["CONN_MAX_AGE"] = 0
-    _database["CONN_HEALTH_CHECKS"] = True  # with a pool: the pool's check before each checkout
-    _database.setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1,
-        "max_size": _pool_size,
-        # How long a request or frame waits for a connection: when PostgreSQL cannot be reached the
-        # answer is "unavailable, try again" after this long, not after a client has given up.
-        "timeout": 3,
-    }
+    _database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
