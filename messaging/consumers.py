@@ -42,7 +42,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FLOODING = 4429
 CLOSE_SIGNED_OUT = 4408
 CLOSE_TOO_MANY = 4409
-CLOSE_TRY_AGAIN = 1013  # the WebSocket code for "try again later": the database cannot be reached
+CLOSE_TRY_AGAIN = 4503  # the database cannot be reached: try again later (daphne refuses 1013 itself)
 
 # What the database driver raises when the database cannot be reached (stopped, restarting, the
 # network cut): the action did not happen, or (if the connection broke as it committed) it did and

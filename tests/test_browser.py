@@ -322,6 +322,10 @@ def test_a_message_sent_while_the_database_is_away_waits_and_is_sent_once(
     try:
         with daphne_processes(tmp_path, 1, database_url=the_database_url(link.port)) as [server]:
             student = open_room(signed_in(browser, server.port, people.student), server.port, room)
+            # "Connected" shows when the socket opens, before the server has read the rooms: wait for
+            # a message to go through, so the cut finds the socket ready.
+            post(student, "Before the database goes")
+            expect(lines(student, "Before the database goes")).not_to_have_class(re.compile(r"\bpending\b"))
             link.cut()
             post(student, "Said while the database is away")
             line = lines(student, "Said while the database is away")

@@ -307,7 +307,7 @@ class SocketMachine(RuleBasedStateMachine):
             except policy.RoomNotFound:
                 return None
             if (
-                message.state == Message.State.HELD
+                message.withheld  # held, or held and then removed: for its author and moderators only
                 and message.author_id != user.pk
                 and not policy.is_moderator_of(user, room)
             ):
