@@ -924,6 +924,14 @@ async def aide(held_school: tuple[SchoolPeople, int]) -> AsyncIterator[Any]:
     await socket.disconnect(timeout=TIMEOUT)
 
 
+async def student_says(people: SchoolPeople, room: int, body: str) -> services.Sent:
+    """The class's student sends `body` to the room through the service (screening may hold it)."""
+    sent: services.Sent = await database_sync_to_async(services.send_message)(
+        user=people.student, room_id=room, client_id=str(uuid.uuid4()), body=body
+    )
+    return sent
+
+
 async def test_a_held_message_removed_stays_a_gap_for_the_room(
     held_school: tuple[SchoolPeople, int], aide: Any
 ) -> None:
@@ -931,9 +939,7 @@ async def test_a_held_message_removed_stays_a_gap_for_the_room(
     not moderate it, hears nothing); `sync` must not show it to them either, let alone the reason staff
     gave for removing it."""
     people, room = held_school
-    sent = await database_sync_to_async(services.send_message)(
-        user=people.student, room_id=room, client_id=str(uuid.uuid4()), body=f"{HOLD} I don't feel safe at home"
-    )
+    sent = await student_says(people, room, f"{HOLD} I don't feel safe at home")
     await database_sync_to_async(services.remove_message)(
         user=people.teacher, message_id=sent.message.pk, reason="Passed to the safeguarding lead"
     )
@@ -951,9 +957,7 @@ async def test_an_edit_that_is_held_takes_the_old_text_out_of_the_room(
     and so does its removal by its author. Sockets open in the room must show the same: the text the
     author replaced (`message_withheld` takes it off their screens) must not stay there."""
     people, room = held_school
-    sent = await database_sync_to_async(services.send_message)(
-        user=people.student, room_id=room, client_id=str(uuid.uuid4()), body="Meet me at the gate at four"
-    )
+    sent = await student_says(people, room, "Meet me at the gate at four")
     await database_sync_to_async(services.edit_message)(
         user=people.student, message_id=sent.message.pk, body=f"{HOLD} Come alone"
     )
@@ -970,9 +974,7 @@ async def test_restoring_a_held_message_does_not_approve_it(held_school: tuple[S
     """A held message removed by staff and then restored is held again, not shown to the room: only
     approving it shows it."""
     people, room = held_school
-    sent = await database_sync_to_async(services.send_message)(
-        user=people.student, room_id=room, client_id=str(uuid.uuid4()), body=f"{HOLD} Can anyone help me"
-    )
+    sent = await student_says(people, room, f"{HOLD} Can anyone help me")
     await database_sync_to_async(services.remove_message)(
         user=people.teacher, message_id=sent.message.pk, reason="Removed by mistake"
     )
