@@ -10,10 +10,17 @@ holds the hash that was signed. A rewritten chain no longer matches its checkpoi
 Files: one JSON line per checkpoint in COMMONROOM_CHECKPOINT_DIR/<chain>.jsonl (":" in a chain's name
 becomes "-"). Keys: the private key (PEM, PKCS#8) at COMMONROOM_CHECKPOINT_KEY signs; verifying
 needs only the public key, at COMMONROOM_CHECKPOINT_PUBLIC_KEY, or derived from the private key.
+
+A file can be deleted, and a chain with no checkpoint file looks like one never checkpointed. So each
+checkpoint is also recorded in the database (`AuditCheckpoint`, append-only), where rewriting the chain
+does not reach it: `check_records` reports recorded checkpoints that the file lacks (and checks them
+against the chain itself), and lines of the file that the database has no record of. Records belong
+to the key that signed them: one key, one folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -24,9 +31,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Min
 from django.utils import timezone
 
-from audit.models import AuditChainHead, AuditEvent
+from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent
 
 
 class CheckpointError(Exception):
@@ -105,31 +114,50 @@ def public_key() -> Ed25519PublicKey:
     return key
 
 
-def write_checkpoints(chain_names: list[str], now: datetime | None = None) -> list[Checkpoint]:
-    """Sign the head of each chain and append it to the chain's checkpoint file; return what was written.
+def fingerprint(key: Ed25519PublicKey) -> str:
+    """The SHA-256 (hex) of a public key, naming the key that a checkpoint record belongs to."""
+    return hashlib.sha256(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
 
-    A chain whose head has not moved since its last checkpoint gets no new one."""
+
+def write_checkpoints(chain_names: list[str], now: datetime | None = None) -> list[Checkpoint]:
+    """Sign the head of each chain, record it in the database and append it to the chain's checkpoint
+    file; return what was written.
+
+    A chain whose head has not moved since its file's last checkpoint gets no new one. The record and
+    the line go together: a line that cannot be written rolls its record back."""
     key = private_key()
-    written = (now or timezone.now()).astimezone(UTC).isoformat()
+    key_name = fingerprint(key.public_key())
+    moment = (now or timezone.now()).astimezone(UTC)
     folder().mkdir(parents=True, exist_ok=True)
-    heads = dict(AuditChainHead.objects.filter(chain__in=chain_names).values_list("chain", "seq"))
-    hashes = dict(AuditChainHead.objects.filter(chain__in=chain_names).values_list("chain", "hash"))
+    heads = {chain: (seq, digest) for chain, seq, digest in _heads(chain_names)}
     done = []
     for chain in chain_names:
-        seq = heads.get(chain, 0)
+        seq, digest = heads.get(chain, (0, ""))
         if not seq:
             continue
         earlier = read_checkpoints(chain)
         if earlier and earlier[-1].seq == seq:
             continue
-        unsigned = Checkpoint(chain, seq, hashes[chain], written)
-        checkpoint = Checkpoint(chain, seq, hashes[chain], written, key.sign(unsigned.signed_bytes()).hex())
-        with _file(chain).open("a", encoding="utf-8") as out:
-            out.write(json.dumps(asdict(checkpoint), sort_keys=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        unsigned = Checkpoint(chain, seq, digest, moment.isoformat())
+        checkpoint = Checkpoint(chain, seq, digest, unsigned.written, key.sign(unsigned.signed_bytes()).hex())
+        with transaction.atomic():
+            AuditCheckpoint.objects.create(
+                chain=chain, seq=seq, hash=digest, written=moment, signature=checkpoint.signature, key=key_name
+            )
+            _append(checkpoint)
         done.append(checkpoint)
     return done
+
+
+def _heads(chain_names: list[str]) -> list[tuple[str, int, str]]:
+    return list(AuditChainHead.objects.filter(chain__in=chain_names).values_list("chain", "seq", "hash"))
+
+
+def _append(checkpoint: Checkpoint) -> None:
+    with _file(checkpoint.chain).open("a", encoding="utf-8") as out:
+        out.write(json.dumps(asdict(checkpoint), sort_keys=True) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def read_checkpoints(chain: str) -> list[Checkpoint]:
@@ -184,3 +212,128 @@ def check_chain(chain: str, key: Ed25519PublicKey) -> tuple[int, CheckpointFindi
                 "the chain was rewritten",
             )
     return len(checkpoints), None
+
+
+def check_records(chain: str, key: Ed25519PublicKey) -> list[CheckpointFinding]:
+    """Check the database's record of a chain's checkpoints (those `key` verifies) against the checkpoint
+    file and the chain; `check_chain` has checked the file's own lines.
+
+    Found: recorded checkpoints that the file lacks (it was deleted, replaced or cut short), and among
+    those the first one whose signature fails or whose position no longer holds the signed hash; and
+    lines of the file that were written since checkpoints were recorded but have no record (the record
+    was deleted, which the triggers refuse to anyone but the tables' owner)."""
+    key_name = fingerprint(key)
+    recorded = list(AuditCheckpoint.objects.filter(key=key_name, chain=chain).order_by("seq", "written"))
+    try:
+        in_file: list[Checkpoint] | None = read_checkpoints(chain)
+    except (ValueError, KeyError, TypeError):
+        in_file = None  # unreadable: `check_chain` says so; the records are checked against the chain alone
+    filed = {(c.seq, c.hash) for c in in_file or []}
+    unfiled = [r for r in recorded if (r.seq, r.hash) not in filed]
+    findings = []
+    if unfiled and in_file is not None:
+        findings.append(_missing_from_file(chain, unfiled, len(recorded), exists=_file(chain).exists()))
+    problem = _first_unfiled_problem(chain, unfiled, key)
+    if problem is not None:
+        findings.append(problem)
+    unrecorded = _unrecorded(in_file or [], {(r.seq, r.hash) for r in recorded}, _recording_since(key_name))
+    if unrecorded:
+        first = unrecorded[0]
+        findings.append(
+            CheckpointFinding(
+                chain,
+                first.seq,
+                f"the checkpoint file holds {len(unrecorded)} checkpoint(s) signed since the database records "
+                f"checkpoints that it has no record of (the first of them signed on {first.written}): "
+                "their records were deleted",
+            )
+        )
+    return findings
+
+
+def _when(record: AuditCheckpoint) -> str:
+    """The record's `written` as the file's line and the signature have it."""
+    return record.written.astimezone(UTC).isoformat()
+
+
+def _missing_from_file(chain: str, unfiled: list[AuditCheckpoint], recorded: int, *, exists: bool) -> CheckpointFinding:
+    if not exists:
+        last = unfiled[-1]
+        return CheckpointFinding(
+            chain,
+            last.seq,
+            f"the checkpoint file is missing, but the database records {recorded} checkpoint(s) of this chain, "
+            f"the last signed on {_when(last)}: the file was deleted",
+        )
+    first = unfiled[0]
+    return CheckpointFinding(
+        chain,
+        first.seq,
+        f"the checkpoint file lacks {len(unfiled)} of the {recorded} checkpoint(s) the database records (the first "
+        f"of them signed on {_when(first)}): the file was replaced or cut short",
+    )
+
+
+def _first_unfiled_problem(
+    chain: str, unfiled: list[AuditCheckpoint], key: Ed25519PublicKey
+) -> CheckpointFinding | None:
+    """Recorded checkpoints that the file lacks still vouch for the chain: the first one that no longer
+    matches it (or was never signed), if any."""
+    if not unfiled:
+        return None
+    seqs = AuditCheckpoint.objects.filter(key=unfiled[0].key, chain=chain).order_by().values("seq")
+    stored = dict(AuditEvent.all_chains.filter(chain=chain, seq__in=seqs).values_list("seq", "hash"))
+    for record in unfiled:
+        signed = Checkpoint(record.chain, record.seq, record.hash, _when(record))
+        try:
+            key.verify(bytes.fromhex(record.signature), signed.signed_bytes())
+        except (InvalidSignature, ValueError):
+            return CheckpointFinding(
+                chain, record.seq, "its record in the database has no valid signature: the record was forged"
+            )
+        if record.seq not in stored:
+            return CheckpointFinding(
+                chain,
+                record.seq,
+                "that position, recorded as checkpointed, is no longer in the log: events were removed",
+            )
+        if stored[record.seq] != record.hash:
+            return CheckpointFinding(
+                chain,
+                record.seq,
+                f"the log holds another event there than the one recorded as signed on {_when(record)}: "
+                "the chain was rewritten",
+            )
+    return None
+
+
+def _recording_since(key_name: str) -> datetime | None:
+    """When the first checkpoint of this key was recorded: lines signed before then (before the records
+    existed) have none."""
+    earliest: datetime | None = AuditCheckpoint.objects.filter(key=key_name).aggregate(first=Min("written"))["first"]
+    return earliest
+
+
+def _unrecorded(in_file: list[Checkpoint], recorded: set[tuple[int, str]], since: datetime | None) -> list[Checkpoint]:
+    if since is None:
+        return []
+    return [c for c in in_file if (c.seq, c.hash) not in recorded and _signed_at(c) >= since]
+
+
+def _signed_at(checkpoint: Checkpoint) -> datetime:
+    try:
+        moment = datetime.fromisoformat(checkpoint.written)
+    except ValueError:  # not as `write_checkpoints` writes it: its signature fails (`check_chain`)
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def checkpointed_chains(key: Ed25519PublicKey) -> set[str]:
+    """The chains that have checkpoints, by the database's record (of this key) or by a file in the folder:
+    a chain removed from the log entirely is still checked against them."""
+    recorded = AuditCheckpoint.objects.filter(key=fingerprint(key)).order_by("chain")
+    names = set(recorded.values_list("chain", flat=True).distinct())
+    if folder().is_dir():
+        # `_file` turns ":" into "-"; chain names ("platform", "school:<id>") hold no "-" of their own.
+        names.update(path.stem.replace("-", ":") for path in folder().glob("*.jsonl"))
+    return names

@@ -11,6 +11,9 @@ The database refuses UPDATE, DELETE and TRUNCATE on the table (triggers made
 by migration 0002), and this module refuses them in the ORM. Rows point at
 people and schools with PROTECT: an event never disappears with what it is
 about.
+
+`AuditCheckpoint` keeps, just as append-only, the database's own record of the
+signed checkpoints written outside it (see `audit.checkpoints`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ def chain_for_school(school_id: int | None) -> str:
 
 
 class AppendOnlyError(Exception):
-    """An attempt to change or delete an audit event."""
+    """An attempt to change or delete an audit event or checkpoint record."""
 
 
 def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
-    raise AppendOnlyError("Audit events are append-only: they cannot be changed or deleted.")
+    raise AppendOnlyError("Audit records are append-only: they cannot be changed or deleted.")
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
@@ -118,3 +121,55 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} at {self.seq}"
+
+
+class AuditCheckpointQuerySet(models.QuerySet["AuditCheckpoint"]):
+    update = _refuse
+    delete = _refuse
+    bulk_update = _refuse
+    update_or_create = _refuse
+
+
+_AuditCheckpointManager = models.Manager.from_queryset(AuditCheckpointQuerySet)
+
+
+class AuditCheckpoint(models.Model):
+    """A signed checkpoint of a chain, recorded in the database as `audit_checkpoint` writes it to the
+    chain's checkpoint file.
+
+    The file is the checkpoint that someone with database access cannot rewrite; this row is the record
+    that someone who deletes the file cannot take back: append-only like the events (triggers made by
+    migration 0003). A chain rewritten and its file deleted or cut short leaves these rows behind, so
+    `audit_verify` sees a chain checkpointed more often than its file says, and positions whose hash
+    is no longer the one signed.
+
+    - `chain`, `seq`, `hash`: the chain's head when it was signed.
+    - `written`: when it was signed (the `written` of the file's line).
+    - `signature`: the line's signature (hex), so the row can be checked without the file.
+    - `key`: the SHA-256 (hex) of the public key that verifies it. One key signs into one folder: a
+      verifier with another key (a rotation, an old folder) leaves rows of other keys alone.
+    """
+
+    chain = models.CharField(max_length=40)
+    seq = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+    written = models.DateTimeField()
+    signature = models.CharField(max_length=128)
+    key = models.CharField(max_length=64)
+
+    objects: ClassVar[models.Manager[AuditCheckpoint]] = _AuditCheckpointManager()
+
+    class Meta:
+        ordering = ["chain", "seq"]
+        indexes = [models.Index(fields=["key", "chain", "seq"], name="audit_checkpoint_key_chain")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} checkpoint at {self.seq}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            _refuse()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse()

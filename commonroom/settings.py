@@ -179,6 +179,9 @@ STORAGES = {
 # Screeners that messaging asks about every message before it is saved (dotted paths of callables
 # taking the body, the room and the author, answering a messaging.services.Verdict).
 COMMONROOM_SCREENERS: list[str] = ["moderation.rules.screen_message"]
+# Checks that `manage.py audit_verify` runs of the records the audit log describes (dotted paths of
+# callables, see audit.records): audit/ cannot import the apps above it, so they name their checks here.
+COMMONROOM_RECORD_CHECKS: list[str] = ["messaging.integrity.check_message_bodies"]
 
 # How often (seconds) each daphne process runs the case clock (`escalate_overdue`); 0 turns it off,
 # for deployments that run `manage.py escalate_overdue` from cron instead.

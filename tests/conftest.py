@@ -56,19 +56,23 @@ def audit_triggers_disabled() -> Iterator[None]:
             finally:
                 cursor.execute("SET session_replication_role = DEFAULT")
         else:
-            cursor.execute("DROP TRIGGER audit_no_update")
-            cursor.execute("DROP TRIGGER audit_no_delete")
+            # The append-only tables and their triggers: audit events and checkpoint records.
+            guarded = [
+                ("audit_no_update", "UPDATE", "audit_auditevent", "audit events"),
+                ("audit_no_delete", "DELETE", "audit_auditevent", "audit events"),
+                ("audit_checkpoint_no_update", "UPDATE", "audit_auditcheckpoint", "audit checkpoints"),
+                ("audit_checkpoint_no_delete", "DELETE", "audit_auditcheckpoint", "audit checkpoints"),
+            ]
+            for name, _, _, _ in guarded:
+                cursor.execute(f"DROP TRIGGER {name}")
             try:
                 yield
             finally:
-                cursor.execute(
-                    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_auditevent "
-                    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only: UPDATE refused'); END;"
-                )
-                cursor.execute(
-                    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_auditevent "
-                    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only: DELETE refused'); END;"
-                )
+                for name, verb, table, what in guarded:
+                    cursor.execute(
+                        f"CREATE TRIGGER {name} BEFORE {verb} ON {table} "
+                        f"BEGIN SELECT RAISE(ABORT, '{what} are append-only: {verb} refused'); END;"
+                    )
 
 
 _original_flush = BaseDatabaseOperations.execute_sql_flush

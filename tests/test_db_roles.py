@@ -1,5 +1,6 @@
-"""On PostgreSQL the application runs as a role that can add to the audit log and read it, but cannot
-change, delete or truncate it, nor disable or drop its triggers (`manage.py grant_app_role`)."""
+"""On PostgreSQL the application runs as a role that can add to the audit log (and to the record of its
+checkpoints) and read it, but cannot change, delete or truncate it, nor disable or drop its triggers
+(`manage.py grant_app_role`)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ attempts = {
     "truncate": "TRUNCATE audit_auditevent",
     "disable_triggers": "ALTER TABLE audit_auditevent DISABLE TRIGGER ALL",
     "drop_trigger": "DROP TRIGGER audit_no_update ON audit_auditevent",
+    "checkpoint_insert": "INSERT INTO audit_auditcheckpoint (chain, seq, hash, written, signature, key) "
+    "VALUES ('platform', 1, 'h', now(), 's', 'k')",
+    "checkpoint_update": "UPDATE audit_auditcheckpoint SET hash = 'forged'",
+    "checkpoint_delete": "DELETE FROM audit_auditcheckpoint",
+    "checkpoint_truncate": "TRUNCATE audit_auditcheckpoint",
+    "checkpoint_disable_triggers": "ALTER TABLE audit_auditcheckpoint DISABLE TRIGGER ALL",
+    "checkpoint_drop_trigger": "DROP TRIGGER audit_checkpoint_no_update ON audit_auditcheckpoint",
 }
 for name, statement in attempts.items():
     try:
@@ -89,6 +97,12 @@ def test_the_app_role_adds_to_the_audit_log_and_can_do_nothing_else_to_it(
     for name in ("update", "delete", "truncate"):
         assert found[name].startswith("permission denied for table audit_auditevent"), (name, found[name])
     for name in ("disable_triggers", "drop_trigger"):
+        assert found[name].startswith("must be owner of"), (name, found[name])
+    # The record of checkpoints likewise (the app role writes it when it runs `audit_checkpoint`).
+    assert found["checkpoint_insert"] == "done"
+    for name in ("checkpoint_update", "checkpoint_delete", "checkpoint_truncate"):
+        assert found[name].startswith("permission denied for table audit_auditcheckpoint"), (name, found[name])
+    for name in ("checkpoint_disable_triggers", "checkpoint_drop_trigger"):
         assert found[name].startswith("must be owner of"), (name, found[name])
     with scopes_disabled():
         assert AuditEvent.all_chains.filter(action="test.as_the_app").count() == 1

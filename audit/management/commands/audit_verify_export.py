@@ -22,6 +22,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="The export's ZIP file.")
 
+    def _checkpoint_problems(self, chain: str) -> list[str]:
+        """The chain against its checkpoints, the files' and the database's record of them."""
+        try:
+            key = checkpoints.public_key()
+        except checkpoints.CheckpointError:
+            return []  # no checkpoint key here: the chain's own check stands
+        _, finding = checkpoints.check_chain(chain, key)
+        found = [finding] if finding is not None else []
+        return [str(problem) for problem in [*found, *checkpoints.check_records(chain, key)]]
+
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["file"])
         try:
@@ -36,12 +46,7 @@ class Command(BaseCommand):
             if not report.intact:
                 problems.append(f"the chain is broken: {report.finding}")
             else:
-                try:
-                    _, finding = checkpoints.check_chain(chain, checkpoints.public_key())
-                except checkpoints.CheckpointError:
-                    finding = None  # no checkpoint key here: the chain's own check stands
-                if finding is not None:
-                    problems.append(str(finding))
+                problems.extend(self._checkpoint_problems(chain))
         for problem in problems:
             self.stderr.write(f"NOT VERIFIED {problem}")
         if problems:

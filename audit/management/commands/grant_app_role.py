@@ -2,11 +2,11 @@
 audit log beyond adding to it.
 
 Run it as the role that owns the schema (the one that runs the migrations), after `migrate`. The
-application's role gets what it needs on every table, except that on the audit events it may only read
-and add: no UPDATE, DELETE or TRUNCATE. Not owning the tables, it cannot ALTER them either, so it
-cannot disable the triggers that refuse changes (only the owner or a superuser can). Tables made by
-later migrations get the same privileges (default privileges of the owner); run the command again
-after a migration that adds an audit table.
+application's role gets what it needs on every table, except that on the audit events and on the record
+of checkpoints it may only read and add: no UPDATE, DELETE or TRUNCATE. Not owning the tables, it
+cannot ALTER them either, so it cannot disable the triggers that refuse changes (only the owner or a
+superuser can). Tables made by later migrations get the same privileges (default privileges of the
+owner); run the command again after a migration that adds an audit table.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from psycopg import sql
 
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 
-APPEND_ONLY = [AuditEvent._meta.db_table]
+APPEND_ONLY = [AuditEvent._meta.db_table, AuditCheckpoint._meta.db_table]
 
 
 class Command(BaseCommand):
