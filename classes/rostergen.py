@@ -315,6 +315,9 @@ def _rows(spec: RosterSpec) -> tuple[dict[str, list[dict[str, str]]], Written]:
 
 
 def _csv(header: list[str], rows: Iterable[dict[str, str]]) -> str:
+    # Not `commonroom.csvfile.write_csv`: a bundle is an input format, read back by an import (ours
+    # or another system's), so every value must arrive as written: a quote before a sourcedId or a
+    # name that starts with "-" would change it. Its values are generated, not written by people.
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\r\n", restval="")
     writer.writeheader()

@@ -7,7 +7,6 @@ the manifest's head is the export's own audit event.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from fpdf import FPDF
 from audit import manifest
 from audit.models import AuditEvent, chain_for_school
 from classes.models import User
+from commonroom.csvfile import write_csv
 from messaging.models import Message
 from moderation.casefile import VERSION_ACTIONS, in_context
 from moderation.cases import category_label
@@ -71,9 +71,7 @@ def _table(fmt: str, kind: str, rows: list[dict[str, Any]]) -> tuple[str, bytes]
     if fmt == "json":
         return f"{kind}.json", json.dumps({"kind": kind, "records": rows}, indent=2, default=str).encode()
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["empty"])
-    writer.writeheader()
-    writer.writerows(rows)
+    write_csv(out, list(rows[0]) if rows else ["empty"], rows)  # cells that would run as formulas, quoted
     return f"{kind}.csv", out.getvalue().encode()
 
 
