@@ -134,15 +134,59 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "frontend/home.html", {"groups": groups, "policy": status, "page": "home"})
 
 
-@require_GET
+ROOM_REASONS = "room_reasons"  # session key: why the person reads rooms they are not a member of, by room
+ROOM_REASON_MINUTES = 30
+
+
+def _room_reason(request: HttpRequest, room_id: int) -> review.Reason | None:
+    held = (request.session.get(ROOM_REASONS) or {}).get(str(room_id))
+    if not held or held.get("until", 0) < timezone.now().timestamp():
+        return None
+    return review.Reason(held["reason"], held["text"])
+
+
+def _hold_room_reason(request: HttpRequest, room_id: int, reason: review.Reason) -> None:
+    now = timezone.now().timestamp()
+    held = {key: value for key, value in (request.session.get(ROOM_REASONS) or {}).items() if value["until"] >= now}
+    until = now + ROOM_REASON_MINUTES * 60
+    request.session[ROOM_REASONS] = {
+        **held,
+        str(room_id): {"reason": reason.reason, "text": reason.text, "until": until},
+    }
+
+
+@require_http_methods(["GET", "POST"])
 @login_required
 def room(request: HttpRequest, room_id: int) -> HttpResponse:
+    """A room. A moderator or the safeguarding lead who is not a member says why first (asked again after
+    ROOM_REASON_MINUTES), and every showing of the page is recorded with that reason; the page hands the
+    reason to the client, which gives it again on the socket before it loads any message."""
     user = _user(request)
     try:
         the_room, people = services.room_people(user, room_id)
     except services.MessagingError:
         raise Http404("There is no such room.") from None
     summary = services.room_summary(user, the_room)
+    reason = None
+    if summary["reason_required"]:
+        error = ""
+        if request.method == "POST":
+            try:
+                given = review.check_reason(request.POST.get("reason"), request.POST.get("text"))
+            except review.InvalidReview as exc:
+                error = str(exc)
+            else:
+                _hold_room_reason(request, the_room.pk, given)
+                return redirect("room", room_id=the_room.pk)
+        reason = None if error else _room_reason(request, the_room.pk)
+        if reason is None:
+            context = {"room": summary, "reasons": AccessRecord.Reason.choices, "error": error, "page": "room"}
+            return render(request, "frontend/room_reason.html", context)
+        services.look_at_room(
+            user=user, room_id=the_room.pk, reason=reason.reason, reason_text=reason.text, kind="room page"
+        )
+    elif request.method == "POST":
+        return redirect("room", room_id=the_room.pk)  # a member needs no reason
     for person in people:
         person["role_label"] = ROLE_LABELS.get(person["role"], person["role"])
     return render(
@@ -154,6 +198,8 @@ def room(request: HttpRequest, room_id: int) -> HttpResponse:
             "school": the_room.school,
             "max_length": Message.MAX_LENGTH,
             "categories": services.ReportCategory.choices,
+            "reasons": AccessRecord.Reason.choices,
+            "look_reason": reason,
             "page": "room",
         },
     )

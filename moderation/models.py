@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django_scopes import ScopedManager
 
+from audit import looks
 from classes.models import School, User
 from messaging.models import Message, Room
 from moderation.screening import CATEGORIES, Action
@@ -230,16 +231,13 @@ class Suspension(models.Model):
 
 
 class AccessRecord(models.Model):
-    """One look at the review pages (a search, a chronology, an export): who, why, what, and whose
-    messages it showed. "Who looked at this student's messages" reads these."""
+    """One look at messages by someone who takes no part in them: a review page (a search, a chronology,
+    an export), a room read by a moderator or the safeguarding lead who is not its member, the audit log
+    read by a platform operator. Who, why, what, and whose messages it showed. "Who looked at this
+    student's messages" reads these. (An operator has no school: their look at the audit log is recorded
+    once for each school whose events it showed.)"""
 
-    class Reason(models.TextChoices):
-        CONCERN = "concern", "A safeguarding concern about a child"
-        CASE = "case", "Handling a case"
-        ALLEGATION = "allegation", "An allegation against a member of staff"
-        REQUEST = "request", "A request from the police, children's services or another agency"
-        AUDIT = "audit", "Reviewing how the school's safeguarding works"
-        OTHER = "other", "Something else (say what)"
+    Reason = looks.Reason  # one definition, in audit/, where every place that asks for a reason can use it
 
     school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="+")
     reviewer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")

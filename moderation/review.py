@@ -19,6 +19,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from audit import looks
 from audit.models import AuditEvent
 from audit.services import record
 from classes.models import School, User
@@ -29,7 +30,7 @@ from moderation.cases import category_label
 from moderation.models import AccessRecord, Case, Report
 
 PAGE = 50
-REASON_MAX = 500
+REASON_MAX = looks.REASON_MAX
 
 
 class ReviewNotFound(Exception):
@@ -59,32 +60,31 @@ def reviewer_of(user: Any) -> User:
     return user  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class Reason:
-    reason: str
-    text: str = ""
-
-    @property
-    def label(self) -> str:
-        return str(AccessRecord.Reason(self.reason).label)
+Reason = looks.GivenReason  # the reasons are defined in audit/, for every place that asks for one
 
 
 def check_reason(reason: Any, text: Any) -> Reason:
-    words = "" if text is None else str(text).strip()
-    if reason not in AccessRecord.Reason.values:
-        raise InvalidReview("Choose why you are looking.")
-    if reason == AccessRecord.Reason.OTHER and not words:
-        raise InvalidReview("Say why you are looking.")
-    if len(words) > REASON_MAX:
-        raise InvalidReview(f"A reason can be at most {REASON_MAX} characters long.")
-    return Reason(reason, words)
+    try:
+        return looks.check_reason(reason, text)
+    except looks.InvalidReason as exc:
+        raise InvalidReview(str(exc)) from None
 
 
-def record_look(user: User, reason: Reason, kind: str, query: dict[str, Any], subjects: set[int]) -> AccessRecord:
+def record_look(
+    user: User,
+    reason: Reason,
+    kind: str,
+    query: dict[str, Any],
+    subjects: set[int],
+    *,
+    school_id: int | None = None,
+) -> AccessRecord:
+    """Record a look by `user` in their school, or in `school_id` (an operator, who has none)."""
     now = timezone.now()
+    school_id = school_id if school_id is not None else _school(user)
     with transaction.atomic(), scopes_disabled():
         access = AccessRecord.objects.create(
-            school_id=_school(user),
+            school_id=school_id,
             reviewer=user,
             reason=reason.reason,
             reason_text=reason.text,
@@ -95,7 +95,7 @@ def record_look(user: User, reason: Reason, kind: str, query: dict[str, Any], su
         access.subjects.set(sorted(subjects))
         record(
             "review.viewed",
-            school_id=user.school_id,
+            school_id=school_id,
             actor=user,
             target=access,
             target_label=kind,
@@ -108,6 +108,28 @@ def record_look(user: User, reason: Reason, kind: str, query: dict[str, Any], su
             },
         )
     return access
+
+
+def on_looked(
+    sender: Any,
+    *,
+    reader: User,
+    school_id: int,
+    reason: Reason,
+    kind: str,
+    query: dict[str, Any],
+    subjects: set[int],
+    **kwargs: Any,
+) -> int:
+    """`audit.looks.looked`: a room read from outside it, the audit log read by an operator. Recorded as
+    a look at the review pages is, so that it shows in "who looked"."""
+    return record_look(reader, reason, kind, query, subjects, school_id=school_id).pk
+
+
+def on_seen(sender: Any, *, access: int, subjects: set[int], **kwargs: Any) -> None:
+    """`audit.looks.seen`: a look recorded earlier went on to show these people's messages."""
+    with scopes_disabled():
+        AccessRecord.objects.get(pk=access).subjects.add(*sorted(subjects))
 
 
 # -- nothing about the reviewer themself ----------------------------------------------------------
@@ -449,7 +471,9 @@ def chronology_of(reviewer: User, person: User) -> tuple[list[Entry], list[Audit
 
 
 def who_looked(user: Any, reason: Reason, person_id: Any) -> tuple[User, list[AccessRecord]]:
-    """Every look at the review pages that showed this person's messages, newest first (itself recorded)."""
+    """Every look that showed this person's messages, newest first (itself recorded): at the review pages,
+    at a room by a moderator or the safeguarding lead who is not its member, at the audit log by an
+    operator."""
     reviewer = reviewer_of(user)
     person = person_of(reviewer, person_id)
     with scopes_disabled():

@@ -191,12 +191,15 @@ def test_the_audit_log_is_for_operators_and_their_reading_is_audited(
     assert client.get("/admin/audit/auditevent/").status_code == 403
     client.logout()
     _login(client, operator)
+    asked = client.get("/admin/audit/auditevent/?q=roster")  # a reason first (tests/test_reading_on_record.py)
+    assert asked["Location"] == "/admin/audit/auditevent/reason/?next=/admin/audit/auditevent/%3Fq%3Droster"
+    client.post("/admin/audit/auditevent/reason/", {"reason": "audit", "text": ""})
     response = client.get("/admin/audit/auditevent/?q=roster")
     assert response.status_code == 200
     with scopes_disabled():
         viewed = AuditEvent.objects.filter(action="audit.viewed").get()
     assert viewed.actor_id == operator.pk
-    assert viewed.payload == {"query": "q=roster"}
+    assert viewed.payload == {"query": "q=roster", "reason": "audit", "reason_text": "", "schools": []}
     response = client.get(f"/admin/audit/auditevent/{viewed.pk}/change/")
     assert response.status_code == 200
     assert b"Save" not in response.content  # read-only

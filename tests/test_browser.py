@@ -28,10 +28,12 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
-from classes.models import School
+from classes.models import Enrollment, School
 from classes.services import enroll
 from messaging import services
+from messaging.live import tell_user
 from messaging.models import Message, Room
+from moderation.models import AccessRecord
 from tests.conftest import CHROMIUM, SchoolPeople, make_school
 from tests.servers import Proxy, daphne_processes, database_proxy, the_database_url
 from tests.test_e2e import servers
@@ -624,3 +626,61 @@ def test_the_review_pages_ask_why_first(browser: Browser, servers: list[int], pe
     page.get_by_role("link", name="Dashboard").click()
     expect(page.get_by_role("heading", name="Safeguarding dashboard")).to_be_visible()
     accessible(page)
+
+
+def test_reading_a_room_from_outside_asks_why_first(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    """A moderator who is not a member of the room gives a reason on the room's page, which the client
+    gives again on the socket before it loads anything (tests/test_reading_on_record.py has the rest)."""
+    say(people.student, room, "the bus was late again")
+    page = open_page(signed_in(browser, servers[0], people.moderator), f"{base(servers[0])}/rooms/{room.pk}/")
+    expect(page.get_by_role("heading", name=f"Why are you reading {people.school_class.title}?")).to_be_visible()
+    accessible(page)
+    page.get_by_label("Handling a case").check()
+    page.get_by_role("button", name="Read the room").click()
+    expect(lines(page, "the bus was late again")).to_have_count(1)
+    expect(page.locator("#look")).to_be_hidden()
+    say(people.student, room, "and again today")
+    expect(lines(page, "and again today")).to_have_count(1)  # live, under the socket's look
+    accessible(page)
+    with scopes_disabled():
+        kinds = set(AccessRecord.objects.filter(reviewer=people.moderator).values_list("kind", flat=True))
+    assert kinds == {"room", "room page"}
+
+
+def test_the_client_asks_why_when_a_member_becomes_an_outside_reader(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    """A moderator who teaches the class reads it as a member; once that enrollment ends, the open page asks
+    for a reason (the review pages' categories, in a form of its own) before it shows anything new."""
+    with scopes_disabled():
+        Enrollment.objects.create(
+            school=people.school, school_class=people.school_class, user=people.moderator, role="teacher"
+        )
+    say(people.student, room, "first")
+    page = open_room(signed_in(browser, servers[0], people.moderator), servers[0], room)
+    expect(lines(page, "first")).to_have_count(1)
+    expect(page.locator("#look")).to_be_hidden()
+
+    def leave() -> None:
+        with scopes_disabled(), transaction.atomic():
+            Enrollment.objects.filter(user=people.moderator).update(active=False)
+        tell_user(people.moderator.pk, "rooms.changed")
+
+    elsewhere(leave)
+    form = page.get_by_role("form", name="Why are you reading this room?")
+    expect(form).to_be_visible()
+    say(people.student, room, "not yet")
+    form.get_by_label("Something else (say what)").check()
+    form.get_by_role("button", name="Read the room").click()
+    expect(form.get_by_role("alert")).to_have_text("Say why you are looking.")
+    accessible(page)
+    expect(lines(page, "not yet")).to_have_count(0)
+    form.get_by_label("In your words").fill("Cover for Ms Test")
+    form.get_by_role("button", name="Read the room").click()
+    expect(form).to_be_hidden()
+    expect(lines(page, "not yet")).to_have_count(1)  # loaded once the socket had the reason
+    with scopes_disabled():
+        look = AccessRecord.objects.get(reviewer=people.moderator)
+    assert (look.kind, look.reason, look.reason_text) == ("room", "other", "Cover for Ms Test")

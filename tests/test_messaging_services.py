@@ -130,7 +130,10 @@ class TestScreening:
         held = send(school_a).message
         assert held.state == Message.State.HELD
         for who, sees in [("student", True), ("teacher", True), ("aide", False), ("moderator", True)]:
-            page = services.sync(user=getattr(school_a, who), room_id=room.pk, after=0, now=NOON)
+            user = getattr(school_a, who)
+            _, look = services.look_at_room(user=user, room_id=room.pk, reason="case", reason_text="", now=NOON)
+            assert (look is not None) == (who == "moderator")  # the only one reading from outside the room
+            page = services.sync(user=user, room_id=room.pk, after=0, now=NOON, look=look)
             assert [m["id"] for m in page.messages] == ([held.pk] if sees else []), who
 
     def test_a_rejected_message_is_not_posted(self, school_a: SchoolPeople, room: Room, settings: Any) -> None:
@@ -383,12 +386,18 @@ def test_the_safeguarding_leads_reading_is_recorded(school_a: SchoolPeople, room
     send(school_a, body="one")
     send(school_a, body="two")
     services.sync(user=school_a.teacher, room_id=room.pk, after=0, now=NOON)  # a member: nothing recorded
-    services.sync(user=school_a.safeguarding_lead, room_id=room.pk, after=0, now=NOON)
+    lead = school_a.safeguarding_lead
+    with pytest.raises(MessagingError) as refused:  # not a member: a reason first (tests/test_reading_on_record.py)
+        services.sync(user=lead, room_id=room.pk, after=0, now=NOON)
+    assert refused.value.code == "reason_required"
+    _, look = services.look_at_room(user=lead, room_id=room.pk, reason="concern", reason_text="", now=NOON)
+    assert look is not None
+    services.sync(user=lead, room_id=room.pk, after=0, now=NOON, look=look)
     with scopes_disabled():
         events = list(AuditEvent.objects.filter(action="messages.read"))
     assert len(events) == 1
     assert events[0].actor_id == school_a.safeguarding_lead.pk
-    assert events[0].payload == {"room": room.pk, "from_seq": 1, "to_seq": 2, "count": 2}
+    assert events[0].payload == {"room": room.pk, "from_seq": 1, "to_seq": 2, "count": 2, "look": look.access}
 
 
 class TestReport:

@@ -39,6 +39,10 @@ const view = {
   resendTimer: null,
   dialog: null,
   timers: {},
+  // Someone who reads the room from outside it (a moderator, the safeguarding lead) gives a reason before
+  // any message loads: the page passes on the one given to it, and every new socket is told it again.
+  reason: main.dataset.lookReason ? { reason: main.dataset.lookReason, text: main.dataset.lookText || "" } : null,
+  looking: false, // this socket has the reason
 };
 
 // -- the connection ----------------------------------------------------------------------------
@@ -132,6 +136,8 @@ function handle(frame) {
       return onReady(frame);
     case "history":
       return onHistory(frame);
+    case "looking":
+      return onLooking(frame);
     case "ack":
       pending.delete(frame.client_id);
       return place(frame.message, frame.client_id);
@@ -160,6 +166,8 @@ function handle(frame) {
       return onCaseUpdated(frame.case);
     case "reported":
       return notify("Thank you. Your report has gone to the staff responsible for this room.");
+    case "notice":
+      return notify(frame.detail); // for the safeguarding lead: an adult placed in a room by hand
     case "error":
       return onError(frame);
     default:
@@ -175,6 +183,17 @@ function onReady(frame) {
   if (page === "cases") refreshQueue(); // changes made while the socket was down
   if (roomId === null || !rooms.has(roomId)) return;
   view.older = false; // an answer lost with the old socket must not block paging for good
+  view.looking = false; // a look lasts for one socket
+  if (rooms.get(roomId).reason_required) {
+    if (view.reason) look(view.reason);
+    else askWhy("");
+    return; // `looking` loads the room (and the person does not post here)
+  }
+  load();
+  for (const send of pending.values()) transmit(send); // same client ids: the server saves each once
+}
+
+function load() {
   if (!view.loaded) {
     setBusy(true);
     transmit({ type: "history", room: roomId, before: rooms.get(roomId).last_seq + 1 });
@@ -183,7 +202,42 @@ function onReady(frame) {
     // The newest page again: edits and removals made while the socket was down replace what it shows.
     transmit({ type: "history", room: roomId, before: view.last + 1 });
   }
-  for (const send of pending.values()) transmit(send); // same client ids: the server saves each once
+}
+
+// -- reading a room from outside it --------------------------------------------------------------
+
+function look(reason) {
+  transmit({ type: "look", room: roomId, reason: reason.reason, reason_text: reason.text });
+}
+
+// The reason form (the review pages' categories and words), with what was wrong with the last answer.
+function askWhy(error) {
+  const form = $("look");
+  if (!form) return problem(error || "Reload the page to say why you are reading this room.");
+  form.hidden = false;
+  $("look-error").textContent = error;
+  $("look-error").hidden = !error;
+  form.querySelector('input[name="reason"]').focus();
+  return undefined;
+}
+
+function giveReason(event) {
+  event.preventDefault();
+  const form = $("look");
+  const chosen = form.querySelector('input[name="reason"]:checked');
+  view.reason = { reason: chosen ? chosen.value : "", text: form.querySelector('input[name="text"]').value.trim() };
+  look(view.reason);
+}
+
+function onLooking(frame) {
+  if (frame.room !== roomId || view.looking) return;
+  view.looking = true;
+  const form = $("look");
+  if (form && !form.hidden) {
+    form.hidden = true;
+    $("log").focus();
+  }
+  load();
 }
 
 // While pages load, the log is busy, so a screen reader does not read out fifty messages at once.
@@ -200,6 +254,8 @@ function onHistory(frame) {
     const first = !view.loaded;
     const fromBottom = keep.scrollHeight - keep.scrollTop;
     for (const message of [...frame.messages].reverse()) place(message);
+    const from = frame.more && frame.messages.length ? frame.messages[0].seq : 0;
+    dropUnlisted(frame.messages, from, frame.before - 1);
     keep.scrollTop = keep.scrollHeight - fromBottom;
     view.older = false;
     view.loaded = true;
@@ -213,6 +269,7 @@ function onHistory(frame) {
   } else {
     const atBottom = nearBottom();
     for (const message of frame.messages) place(message);
+    if (frame.messages.length) dropUnlisted(frame.messages, frame.after + 1, frame.messages.at(-1).seq);
     // Pages follow on from where this one ended, not from the newest message shown (live messages
     // may have arrived meanwhile, and what lies between them would be skipped).
     const end = frame.messages.length ? frame.messages[frame.messages.length - 1].seq : frame.after;
@@ -279,6 +336,13 @@ function resendSoon() {
 
 function onError(frame) {
   if (frame.code === "rate_limited") resendSoon(); // the refused frame is not named
+  if (frame.code === "invalid_reason" || frame.code === "reason_required") {
+    // The reason given was not one that can be used, or the room now needs one (a membership ended).
+    view.reason = null;
+    view.looking = false;
+    askWhy(frame.detail);
+    return;
+  }
   if (frame.code === "unavailable" && pending.has(frame.client_id)) {
     // The server cannot reach its database for a moment: the message waits and is sent again.
     const item = findPending(frame.client_id);
@@ -389,6 +453,16 @@ function findPending(clientId) {
     if (item.dataset.clientId === clientId) return item;
   }
   return null;
+}
+
+// A page is the whole truth about the positions it covers: a line shown there that the page leaves out
+// was withheld meanwhile (edited into held text while this socket was away), so it leaves the screen.
+function dropUnlisted(messages, from, to) {
+  const listed = new Set(messages.map((message) => message.id));
+  for (const line of $("messages").querySelectorAll("li[data-seq]")) {
+    const seq = Number(line.dataset.seq);
+    if (seq >= from && seq <= to && !listed.has(Number(line.dataset.id))) line.remove();
+  }
 }
 
 function findMessage(id) {
@@ -535,6 +609,7 @@ function markRead() {
 
 function loadOlder() {
   if (view.older || view.first === null) return;
+  if (rooms.get(roomId)?.reason_required && !view.looking) return; // a new socket has not had the reason yet
   view.older = transmit({ type: "history", room: roomId, before: view.first });
 }
 
@@ -734,6 +809,7 @@ if (page === "room") {
   $("people").addEventListener("click", roomAction);
   $("dialog").addEventListener("close", dialogClosed);
   $("older").addEventListener("click", loadOlder);
+  $("look")?.addEventListener("submit", giveReason);
   // Scrolling to the top of the log loads the page before it.
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting)) loadOlder();
