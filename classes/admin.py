@@ -78,6 +78,26 @@ class CommonroomAdminSite(admin.AdminSite):
 admin_site = CommonroomAdminSite(name="admin")
 
 
+def checked_form(form_class: Any, model_admin: Any, request: HttpRequest) -> Any:
+    """`form_class` whose clean() also asks `model_admin.check_form(request, cleaned_data, instance)`, so
+    that a provisioning service's refusal (a ProvisioningError) shows as a form error, before anything
+    is saved, rather than as a refused request after."""
+
+    class Checked(form_class):  # type: ignore[misc]
+        def clean(self) -> Any:
+            cleaned = super().clean()
+            check = getattr(model_admin, "check_form", None)
+            if check is not None and not self.errors:
+                try:
+                    check(request, cleaned, self.instance)
+                except services.ProvisioningError as exc:
+                    raise ValidationError(str(exc)) from exc
+            return cleaned
+
+    Checked.__name__ = form_class.__name__
+    return Checked
+
+
 class ProvisioningAdmin(PermissionBeforeLookup, admin.ModelAdmin[Any]):
     """Visible to platform operators and school admins; never deletes; keeps objects in their school."""
 
@@ -107,6 +127,9 @@ class ProvisioningAdmin(PermissionBeforeLookup, admin.ModelAdmin[Any]):
         if school is not None and db_field.related_model is User:
             kwargs["queryset"] = access.people_of(school)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        return checked_form(super().get_form(request, obj, change=change, **kwargs), self, request)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """Save a generic admin form in the admin's school, with its audit event, in one transaction."""
@@ -197,7 +220,27 @@ class CohortAdmin(ProvisioningAdmin):
 class CohortStaffAdmin(ProvisioningAdmin):
     list_display = ("user", "cohort", "active")
     list_filter = ("active",)
-    fields = ("cohort", "user", "active")
+    fields = ("cohort", "user")
+    list_select_related = ("user", "cohort")
+    actions = ["detach"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # staff are attached and detached, never edited into someone else
+
+    def check_form(self, request: HttpRequest, cleaned: dict[str, Any], instance: CohortStaff) -> None:
+        services.check_cohort_staff(actor=request.user, cohort=cleaned["cohort"], user=cleaned["user"])  # type: ignore[arg-type]
+
+    def save_model(self, request: HttpRequest, obj: CohortStaff, form: Any, change: bool) -> None:
+        try:
+            saved = services.attach_to_cohort(actor=request.user, cohort=obj.cohort, user=obj.user)  # type: ignore[arg-type]
+        except services.ProvisioningError as exc:
+            raise PermissionDenied(str(exc)) from exc
+        obj.pk = saved.pk
+
+    @admin.action(description="Detach the selected staff from their year groups")
+    def detach(self, request: HttpRequest, queryset: QuerySet[CohortStaff]) -> None:
+        for staff in queryset:
+            services.detach_from_cohort(actor=request.user, staff=staff)  # type: ignore[arg-type]
 
 
 @admin.register(SchoolClass, site=admin_site)
@@ -225,6 +268,14 @@ class EnrollmentAdmin(ProvisioningAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False  # enrollments are added and ended, never edited
+
+    def check_form(self, request: HttpRequest, cleaned: dict[str, Any], instance: Enrollment) -> None:
+        services.check_enrollment(
+            actor=request.user,  # type: ignore[arg-type]
+            school_class=cleaned["school_class"],
+            user=cleaned["user"],
+            role=cleaned["role"],
+        )
 
     def save_model(self, request: HttpRequest, obj: Enrollment, form: Any, change: bool) -> None:
         try:
@@ -333,6 +384,13 @@ class PersonAdmin(PermissionBeforeLookup, DjangoUserAdmin[User]):  # type: ignor
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        return checked_form(super().get_form(request, obj, change=change, **kwargs), self, request)
+
+    def check_form(self, request: HttpRequest, cleaned: dict[str, Any], instance: User) -> None:
+        if "role" in cleaned:
+            services.check_person_role(person_id=instance.pk, role=cleaned["role"])
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
         with transaction.atomic():

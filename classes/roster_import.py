@@ -32,6 +32,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from audit.services import Entry, record_many
+from classes import membership
 from classes.models import (
     AcademicSession,
     Cohort,
@@ -57,7 +58,7 @@ from classes.oneroster import (
     school_of,
     split_ids,
 )
-from classes.signals import membership_changed, roster_changed, sessions_ended
+from classes.signals import membership_changed, owners_changed, roster_changed, sessions_ended
 from commonroom.db import insert_rows, values_where_in
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,11 @@ def _changed(obj: Any, values: dict[str, Any]) -> list[str]:
     return [name for name, value in values.items() if getattr(obj, name) != value]
 
 
+def _person_role(role: str) -> str:
+    """A person's role in Commonroom from their OneRoster role (a proctor is an aide)."""
+    return User.Role.AIDE if role == "proctor" else role
+
+
 def _audit_value(value: Any) -> Any:
     return value.pk if hasattr(value, "pk") else value
 
@@ -186,6 +192,7 @@ class _Importer:
         self.touched: set[int] = set()  # schools this import changed something in
         self.moved: set[int] = set()  # people whose enrollments or cohort changed
         self.disabled: set[int] = set()  # people this import disabled
+        self.changed_classes: set[int] = set()  # classes archived, re-activated or edited
         self.in_scope: set[int] = set()
         self.users: dict[str, User] = {}
         self.classes: dict[str, SchoolClass] = {}
@@ -233,6 +240,7 @@ class _Importer:
                         )
                     )
         self.check_orgs()
+        self.check_places(people)
         checks: list[tuple[str, str, type[Model], Callable[[Row], list[str]]]] = [
             ("users", "orgSourcedIds", User, lambda row: split_ids(row["orgSourcedIds"])),
             ("classes", "schoolSourcedId", SchoolClass, lambda row: [row["schoolSourcedId"].strip()]),
@@ -258,6 +266,86 @@ class _Importer:
                             f"{sid!r} is already used by a record of another school",
                         )
                     )
+
+    def check_places(self, people: dict[str, Row]) -> None:
+        """Places in rooms the bundle gives, checked against the people they go to (`classes.membership`):
+
+        - an enrollment's role must fit the person's own role, as the bundle or the database has it
+          (a student listed as an "administrator" of a class would count as its second adult);
+        - a person whose role the bundle changes must still fit the enrollments they keep;
+        - whoever imports gives themself no place: an enrollment of the importer's own account that
+          the bundle would create, re-activate or change is refused.
+        """
+        roles = {sid: _person_role(row["role"].strip()) for sid, row in people.items()}
+        enrollments = self.bundle.live("enrollments")
+        stored_people = {
+            sid: (pk, role)
+            for sid, pk, role in values_where_in(
+                User, "sourced_id", {row["userSourcedId"].strip() for row in enrollments.values()} | set(roles),
+                ("sourced_id", "id", "role"),
+            )
+        }  # fmt: skip
+        for row in enrollments.values():
+            person = row["userSourcedId"].strip()
+            wanted = ENROLLMENT_ROLES.get(row["role"].strip())
+            role = roles.get(person) or stored_people.get(person, (0, None))[1]
+            if wanted is None or role is None:
+                continue  # an unknown role or person: reported by the bundle's own checks
+            misfit = membership.enrollment_role_misfit(role, wanted)
+            if misfit is not None:
+                self.problems.append(Problem("enrollments.csv", row.line, "role", misfit))
+        self._check_kept_places(people, roles, stored_people, set(enrollments))
+        self._check_own_places(enrollments)
+
+    def _check_kept_places(
+        self,
+        people: dict[str, Row],
+        roles: dict[str, str],
+        stored_people: dict[str, tuple[int, str]],
+        listed: set[str],
+    ) -> None:
+        """People whose role changes must fit the enrollments they keep: those the bundle neither lists
+        nor ends (a full bundle ends every roster enrollment it leaves out; one given by hand stays)."""
+        changing = {pk: sid for sid, (pk, role) in stored_people.items() if sid in roles and roles[sid] != role}
+        if not changing:
+            return
+        bulk = self.bundle.mode("enrollments") == "bulk"
+        ended = set(self.bundle.deleted("enrollments"))
+        for batch in chunks(changing):
+            kept = Enrollment.objects.filter(user_id__in=batch, active=True)
+            for user_id, sourced_id, enrollment_role in kept.values_list("user_id", "sourced_id", "role"):
+                if sourced_id is not None and (bulk or sourced_id in listed or sourced_id in ended):
+                    continue
+                sid = changing[user_id]
+                misfit = membership.enrollment_role_misfit(roles[sid], enrollment_role)
+                if misfit is not None:
+                    self.problems.append(
+                        Problem("users.csv", people[sid].line, "role", f"{misfit} (an enrollment this bundle keeps)")
+                    )
+
+    def _check_own_places(self, enrollments: dict[str, Row]) -> None:
+        own = self.actor.sourced_id if self.actor is not None else None
+        if not own:
+            return
+        mine = {sid: row for sid, row in enrollments.items() if row["userSourcedId"].strip() == own}
+        if not mine:
+            return
+        stored = {
+            enrollment.sourced_id: (enrollment.active, enrollment.school_class.sourced_id, enrollment.role)
+            for enrollment in Enrollment.objects.filter(sourced_id__in=list(mine)).select_related("school_class")
+        }
+        for sid, row in mine.items():
+            wanted = (True, row["classSourcedId"].strip(), ENROLLMENT_ROLES.get(row["role"].strip()))
+            if stored.get(sid) != wanted:
+                self.problems.append(
+                    Problem(
+                        "enrollments.csv",
+                        row.line,
+                        "userSourcedId",
+                        "is your own account: nobody can give themself a place in a room; "
+                        "ask another admin or a platform operator",
+                    )
+                )
 
     @functools.cache  # noqa: B019  (one importer per import; the cache goes with it)
     def check_orgs(self) -> None:
@@ -328,6 +416,8 @@ class _Importer:
         self.step("enrollments")
         self.import_enrollments()
         roster_changed.send(sender=_Importer, school_ids=self.in_scope | self.touched)
+        if self.changed_classes:
+            owners_changed.send(sender=_Importer, class_ids=self.changed_classes, cohort_ids=set())
         if self.moved:
             membership_changed.send(sender=_Importer, user_ids=self.moved)
         if self.disabled:
@@ -595,6 +685,7 @@ class _Importer:
                 for name in changed:
                     setattr(klass, name, values[name])
                 klass.save()
+                self.changed_classes.add(klass.pk)
                 self.count("classes", "updated", school.pk)
                 self.audit(
                     school.pk,
@@ -631,6 +722,7 @@ class _Importer:
         klass.status = SchoolClass.Status.ARCHIVED
         klass.archived_on = self.today
         klass.save(update_fields=["status", "archived_on"])
+        self.changed_classes.add(klass.pk)
         self.count("classes", "deactivated", klass.school_id)
         self.audit(klass.school_id, Entry.about("class.archived", klass, {"reason": reason}, label=klass.title))
 
@@ -679,7 +771,7 @@ class _Importer:
                 "email": row["email"].strip(),
                 "given_name": row["givenName"].strip(),
                 "family_name": row["familyName"].strip(),
-                "role": User.Role.AIDE if role == "proctor" else role,
+                "role": _person_role(role),
                 "grade": (split_ids(row["grades"]) or [""])[0][:8],
                 "enabled": parse_bool(row["enabledUser"]),
             }
@@ -700,6 +792,8 @@ class _Importer:
                 self.touched.add(user.school_id)
             if "username" in changed:
                 renamed.append(user.pk)
+            if {"enabled", "role", "school_id"} & set(changed):
+                self.moved.add(user.pk)  # who takes part in their rooms, or as what, changes
             for name in changed:
                 setattr(user, name, values[name])
             to_update[user.pk] = user
@@ -921,8 +1015,8 @@ class _Importer:
             if key in used and cohort not in new_cohorts:
                 self.count("cohorts", "unchanged", cohort.school_id)
         memberships: dict[int, list[CohortMembership]] = defaultdict(list)
-        for membership in CohortMembership.objects.filter(user_id__in=list(targets)):
-            memberships[membership.user_id].append(membership)
+        for place in CohortMembership.objects.filter(user_id__in=list(targets)):
+            memberships[place.user_id].append(place)
         to_create: list[CohortMembership] = []
         usernames = {u.pk: u.username for u in self.users.values()}
         for user_id, (school_id, year) in targets.items():
@@ -988,6 +1082,11 @@ class _Importer:
             self.classes[klass.sourced_id or ""] = klass
         to_create: list[tuple[str, tuple[Any, ...]]] = []
         to_update: dict[int, dict[str, Any]] = {}
+        admins = set(
+            StaffRole.objects.filter(
+                school_id__in=self.in_scope, role=StaffRole.Role.SCHOOL_ADMIN, active=True
+            ).values_list("user_id", flat=True)
+        )
         for sid, row in rows.items():
             current = existing.get(sid)
             if row.deleted:
@@ -999,6 +1098,14 @@ class _Importer:
             if person is None or school_class is None:
                 continue  # a parent, or a person skipped with a warning above
             user, klass = person, school_class
+            if user.pk in admins and current is None:
+                self.warn(
+                    "enrollments",
+                    row.line,
+                    "userSourcedId",
+                    f"{user.username!r} is a school admin in Commonroom and takes part in no room while they hold "
+                    "that role (whoever provisions the school does not read it); the enrollment is kept for later",
+                )
             if user.school_id != klass.school_id:
                 self.warn(
                     "enrollments",

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from django.utils import timezone
 
 from audit.services import Entry, audited, record, record_many
-from classes import access
+from classes import access, membership
 from classes.models import (
     AcademicSession,
     Cohort,
@@ -22,7 +22,14 @@ from classes.models import (
     StaffRole,
     User,
 )
-from classes.signals import membership_changed, roster_changed, sessions_ended
+from classes.signals import (
+    adult_added_by_hand,
+    membership_changed,
+    owners_changed,
+    roster_changed,
+    school_changed,
+    sessions_ended,
+)
 
 
 class ProvisioningError(Exception):
@@ -53,19 +60,51 @@ def _check_role_change(actor: User | None, user: User, role: str) -> None:
 # -- records edited in the admin's forms ------------------------------------------
 
 
+def check_person_role(*, person_id: int | None, role: str) -> None:
+    """A person's role changed in a form: it must still fit every place they hold in a room (an adult
+    counts as an adult by their own role, so a student made a teacher would open rooms)."""
+    if person_id is None:
+        return
+    stored = User.objects.filter(pk=person_id).values_list("role", flat=True).first()
+    if stored is None or stored == role:
+        return
+    enrolled = Enrollment.objects.filter(user_id=person_id, active=True).values_list("role", flat=True)
+    for enrollment_role in set(enrolled):
+        misfit = membership.enrollment_role_misfit(role, enrollment_role)
+        if misfit is not None:
+            raise ProvisioningError(f"{misfit} End their enrollments first, or let the roster change them.")
+    if membership.is_adult(role) and CohortMembership.objects.filter(user_id=person_id, end_date__isnull=True).exists():
+        raise ProvisioningError("This person has a place in a year group as a student; end it first.")
+    if not membership.is_adult(role):
+        if CohortStaff.objects.filter(user_id=person_id, active=True).exists():
+            raise ProvisioningError("This person is attached to a year group as staff; detach them first.")
+        if StaffRole.objects.filter(user_id=person_id, active=True).exists():
+            raise ProvisioningError("Students cannot hold staff roles; revoke their roles first.")
+
+
+# Records with actions of their own, which the generic form path must never save.
+OWN_ACTIONS = (Enrollment, CohortStaff, CohortMembership, StaffRole)
+
+
 def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[str]) -> None:
     """Save a record edited in a provisioning form and record `action` with the changed fields, in one transaction."""
+    if isinstance(obj, OWN_ACTIONS):
+        raise ProvisioningError(f"{type(obj).__name__} records are changed through their own actions.")
+    if isinstance(obj, User):
+        check_person_role(person_id=obj.pk, role=obj.role)
     with audited(obj.pk if isinstance(obj, School) else obj.school_id):
-        before = None
-        if isinstance(obj, CohortStaff) and obj.pk is not None:
-            before = CohortStaff._base_manager.filter(pk=obj.pk).values_list("user_id", flat=True).first()
         obj.save()
         if isinstance(obj, SchoolClass | Cohort):
             roster_changed.send(sender=type(obj), school_ids={obj.school_id})
+            owners_changed.send(
+                sender=type(obj),
+                class_ids={obj.pk} if isinstance(obj, SchoolClass) else set(),
+                cohort_ids={obj.pk} if isinstance(obj, Cohort) else set(),
+            )
         if isinstance(obj, User) and not obj.enabled:
-            sessions_ended.send(sender=User, user_ids={obj.pk})
-        if isinstance(obj, CohortStaff):
-            membership_changed.send(sender=CohortStaff, user_ids={obj.user_id} | ({before} if before else set()))
+            sessions_ended.send(sender=User, user_ids={obj.pk})  # their sockets close; their rooms are told
+        elif isinstance(obj, User) and {"enabled", "role"} & set(fields):
+            membership_changed.send(sender=User, user_ids={obj.pk})
         record(
             action,
             school_id=obj.pk if isinstance(obj, School) else obj.school_id,
@@ -76,10 +115,33 @@ def save_provisioned(*, actor: User | None, obj: Any, action: str, fields: list[
         )
 
 
+def _check_place(actor: User | None, user: User) -> None:
+    """Who may be given a place in a room by hand: nobody themself, and no school admin (whoever
+    provisions the school does not read its rooms; `classes.membership` would not count them anyway)."""
+    if actor is not None and actor.pk == user.pk:
+        raise ProvisioningError("Nobody can give themself a place in a room; ask another admin.")
+    if membership.provisions(user.pk).exists():
+        raise ProvisioningError(
+            f"{user} is a school admin: whoever provisions the school does not take part in its rooms "
+            "(give them a separate teaching account)."
+        )
+
+
+def check_cohort_staff(*, actor: User | None, cohort: Cohort, user: User) -> None:
+    if user.school_id != cohort.school_id or not membership.is_adult(user.role):
+        raise ProvisioningError(f"{user} is not a member of staff of {cohort.school}.")
+    _check_place(actor, user)
+
+
+def _tell_safeguarding_lead(actor: User | None, school_id: int, person: User, place: str) -> None:
+    """An adult placed in a room by hand (not by the roster) is how a bad actor would get in."""
+    if actor is not None and membership.is_adult(person.role):
+        adult_added_by_hand.send(sender=User, school_id=school_id, actor=actor, person=person, place=place)
+
+
 def attach_to_cohort(*, actor: User | None, cohort: Cohort, user: User) -> CohortStaff:
     """Attach a member of staff to a cohort (a head of year, a tutor), so they read and post in its room."""
-    if user.school_id != cohort.school_id or user.role == User.Role.STUDENT:
-        raise ProvisioningError(f"{user} is not a member of staff of {cohort.school}.")
+    check_cohort_staff(actor=actor, cohort=cohort, user=user)
     with audited(cohort.school_id):
         staff, created = CohortStaff.objects.get_or_create(
             school_id=cohort.school_id, cohort=cohort, user=user, defaults={"active": True}
@@ -97,7 +159,25 @@ def attach_to_cohort(*, actor: User | None, cohort: Cohort, user: User) -> Cohor
             target_label=user.username,
             payload={"cohort": cohort.graduation_year, "user": user.username},
         )
+        _tell_safeguarding_lead(actor, cohort.school_id, user, f"the {cohort.name} year group room")
     return staff
+
+
+def detach_from_cohort(*, actor: User | None, staff: CohortStaff) -> None:
+    with audited(staff.school_id):
+        if not staff.active:
+            return
+        staff.active = False
+        staff.save(update_fields=["active"])
+        membership_changed.send(sender=CohortStaff, user_ids={staff.user_id})
+        record(
+            "cohortstaff.updated",
+            school_id=staff.school_id,
+            actor=actor,
+            target=staff,
+            target_label=staff.user.username,
+            payload={"cohort": staff.cohort.graduation_year, "user": staff.user.username, "active": False},
+        )
 
 
 # -- staff roles -----------------------------------------------------------
@@ -173,13 +253,20 @@ def revoke_role(*, actor: User | None, staff_role: StaffRole) -> None:
 # -- enrollments -----------------------------------------------------------
 
 
-def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: str) -> Enrollment:
+def check_enrollment(*, actor: User | None, school_class: SchoolClass, user: User, role: str) -> None:
+    """Why `actor` may not enrol `user` in `school_class` as `role` (ProvisioningError), if they may not."""
     if user.school_id != school_class.school_id:
         raise ProvisioningError(f"{user} is not a member of the school of {school_class}.")
-    if role not in Enrollment.Role.values:
-        raise ProvisioningError(f"{role!r} is not an enrollment role.")
+    misfit = membership.enrollment_role_misfit(user.role, role)
+    if misfit is not None:
+        raise ProvisioningError(misfit)
     if school_class.status != SchoolClass.Status.ACTIVE:
         raise ProvisioningError(f"{school_class} is archived.")
+    _check_place(actor, user)
+
+
+def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: str) -> Enrollment:
+    check_enrollment(actor=actor, school_class=school_class, user=user, role=role)
     with audited(school_class.school_id):
         if Enrollment.objects.filter(school_class=school_class, user=user, active=True).exists():
             raise ProvisioningError(f"{user} is already enrolled in {school_class}.")
@@ -199,6 +286,7 @@ def enroll(*, actor: User | None, school_class: SchoolClass, user: User, role: s
             target_label=f"{user.username} in {school_class.title}",
             payload={"user": user.username, "class": school_class.title, "class_id": school_class.pk, "role": role},
         )
+        _tell_safeguarding_lead(actor, school_class.school_id, user, f"the class room of {school_class.title}")
     return enrollment
 
 
@@ -249,6 +337,7 @@ def change_school_settings(*, actor: User | None, school: School, **values: Any)
             setattr(current, name, values[name])
         current.full_clean()
         current.save(update_fields=changed)
+        school_changed.send(sender=School, school_id=school.pk)
         record(
             "school.settings_changed",
             school_id=school.pk,
@@ -357,6 +446,9 @@ def close_year(*, actor: User | None, school: School, today: date | None = None,
             memberships_ended=memberships_ended,
         )
         roster_changed.send(sender=YearClosed, school_ids={school.pk})
+        owners_changed.send(
+            sender=YearClosed, class_ids=class_ids, cohort_ids={cohort.pk} if cohort is not None else set()
+        )
         affected = set(Enrollment.objects.filter(school_class_id__in=class_ids).values_list("user_id", flat=True))
         if cohort is not None:
             affected |= set(CohortMembership.objects.filter(cohort=cohort).values_list("user_id", flat=True))

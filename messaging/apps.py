@@ -24,3 +24,12 @@ class MessagingConfig(AppConfig):
         membership_changed.connect(on_membership_changed, dispatch_uid="messaging.membership_changed")
         sessions_ended.connect(on_sessions_ended, dispatch_uid="messaging.sessions_ended")
         user_logged_out.connect(on_logged_out, dispatch_uid="messaging.logged_out")
+
+        from classes.signals import owners_changed, school_changed  # noqa: PLC0415
+        from messaging.rooms import on_owners_changed, on_people_changed, on_school_changed  # noqa: PLC0415
+
+        # Registered after the sockets' own handlers: a person's sockets re-read their rooms first.
+        membership_changed.connect(on_people_changed, dispatch_uid="messaging.states.membership_changed")
+        sessions_ended.connect(on_people_changed, dispatch_uid="messaging.states.sessions_ended")
+        owners_changed.connect(on_owners_changed, dispatch_uid="messaging.states.owners_changed")
+        school_changed.connect(on_school_changed, dispatch_uid="messaging.states.school_changed")

@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from messaging import policy, services
 from messaging.sockets import SocketCount
@@ -34,6 +35,10 @@ STRIKES = 3  # rate-limited frames before the socket is closed
 STRIKE_MEMORY = 60.0  # seconds after which earlier strikes are forgotten
 COOL_DOWN = 30.0  # seconds for which a person whose socket was closed for flooding may not open another
 REFUSAL_DELAY = 1.0  # seconds before such a socket is refused
+
+CLOCK_MARGIN = 0.05  # seconds after a clock change before the state is worked out again
+NEW_DAY_SPREAD = 60.0  # seconds over which a school's sockets re-read their rooms when a new day begins
+CLOCK_STATES = {policy.State.OPEN.value, policy.State.QUIET_HOURS.value}  # the states the clock decides between
 
 SESSION_RECHECK = 60.0  # seconds between checks that a long-lived socket's session still holds
 MAX_SOCKETS = 10  # open sockets per person, across all server processes (tabs and devices)
@@ -158,6 +163,7 @@ class FrameGate:
 class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information
     user: Any
     rooms: dict[int, dict[str, Any]]
+    looks: dict[int, services.Look]  # the rooms this socket reads from outside, after a `look` at each
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         gate = FrameGate(receive, send, self._flooded)
@@ -188,6 +194,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return
         self.user = user
         self.rooms = {}
+        self.looks = {}
         await self.accept()
         if not await open_sockets.claim(user.pk, self.channel_name, limit=MAX_SOCKETS):
             await self._error("too_many_sockets", f"You have {MAX_SOCKETS} windows open already; close one first.")
@@ -207,8 +214,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         if getattr(self, "user", None) is None:
             return
         await open_sockets.release(self.user.pk, self.channel_name)
-        if (watch := getattr(self, "watch", None)) is not None:
-            watch.cancel()
+        for task in (getattr(self, "watch", None), getattr(self, "clock", None)):
+            if task is not None:
+                task.cancel()
         for room_id in list(getattr(self, "rooms", {})):
             await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
@@ -242,20 +250,52 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def _refresh_rooms(self) -> None:
         """Join the groups of every room the user may read now, leave the others, and say so."""
-        listed, policy = await database_sync_to_async(self._ready)()
+        listed, policy, self.school = await database_sync_to_async(self._ready)()
         now = {room["id"]: room for room in listed}
         for room_id in set(self.rooms) - set(now):
             await self.channel_layer.group_discard(room_group(room_id), self.channel_name)
+            self.looks.pop(room_id, None)
             await self._send({"type": "room_removed", "room": room_id})
         for room_id in set(now) - set(self.rooms):
             await self.channel_layer.group_add(room_group(room_id), self.channel_name)
         self.rooms = now
         await self._send({"type": "ready", "rooms": listed, "policy": policy})
+        if (clock := getattr(self, "clock", None)) is not None:
+            clock.cancel()
+        self.clock = asyncio.ensure_future(self._watch_clock())
 
-    def _ready(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """One unit of work in the sync thread: the rooms and the acceptable-use policy."""
+    def _ready(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Any]:
+        """One unit of work in the sync thread: the rooms, the acceptable-use policy, and the school
+        (whose clock the socket then keeps)."""
         with policy.remembering():
-            return services.ready(user=self.user), services.policy_status(self.user)
+            return services.ready(user=self.user), services.policy_status(self.user), services.school_of(self.user)
+
+    async def _watch_clock(self) -> None:
+        """Quiet hours start and end, and days begin, with nobody doing anything. At each such moment
+        (`policy.next_clock_change`) the socket tells its tab the new state of its rooms that the clock
+        decides (`policy.on_the_clock`: open or quiet hours), from what it already knows, without the
+        database; on a new day it re-reads its rooms (enrollments begin and end by date), at a random
+        moment of the first minute so that a school's sockets do not all ask at once."""
+        school = self.school
+        if school is None:
+            return
+        while True:
+            now = timezone.now()
+            moment = policy.next_clock_change(school, now)
+            await asyncio.sleep(max(0.0, (moment - now).total_seconds()) + CLOCK_MARGIN)
+            if policy.school_day(school, timezone.now()) != policy.school_day(school, now):
+                await asyncio.sleep(random.uniform(0, NEW_DAY_SPREAD))  # noqa: S311  (spread, not secrecy)
+                await self._refresh_rooms()  # starts a new clock
+                return
+            await self._apply_clock(policy.on_the_clock(school, timezone.now()))
+
+    async def _apply_clock(self, clock: policy.RoomState) -> None:
+        for room_id, room in self.rooms.items():
+            if room["state"] in CLOCK_STATES and room["state"] != clock.state.value:
+                room["state"], room["reason"] = clock.state.value, clock.reason
+                await self._send(
+                    {"type": "room_state", "room": room_id, "state": room["state"], "reason": clock.reason}
+                )
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame, separators=(",", ":")))
@@ -326,19 +366,35 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def on_sync(self, frame: dict[str, Any]) -> None:
         page = await database_sync_to_async(services.sync)(
-            user=self.user, room_id=frame.get("room"), after=frame.get("after")
+            user=self.user, room_id=frame.get("room"), after=frame.get("after"), look=self._look(frame)
         )
         await self._send_page(page, after=frame["after"])
 
     async def on_history(self, frame: dict[str, Any]) -> None:
         page = await database_sync_to_async(services.history)(
-            user=self.user, room_id=frame.get("room"), before=frame.get("before")
+            user=self.user, room_id=frame.get("room"), before=frame.get("before"), look=self._look(frame)
         )
         await self._send_page(page, before=frame["before"])
 
+    def _look(self, frame: dict[str, Any]) -> services.Look | None:
+        room_id = policy.as_id(frame.get("room"))
+        return None if room_id is None else self.looks.get(room_id)
+
     async def _send_page(self, page: services.Page, **asked: int) -> None:
         """A `history` frame, saying which position it answers (`after` for sync, `before` for history)."""
+        if page.look is not None:
+            self.looks[page.room] = page.look  # its subjects now include the authors of this page
         await self._send({"type": "history", "room": page.room, **asked, "messages": page.messages, "more": page.more})
+
+    async def on_look(self, frame: dict[str, Any]) -> None:
+        """A moderator or the safeguarding lead says why they read a room they are not a member of: from
+        now on, for this socket's life, its pages and live messages reach them."""
+        room_id, look = await database_sync_to_async(services.look_at_room)(
+            user=self.user, room_id=frame.get("room"), reason=frame.get("reason"), reason_text=frame.get("reason_text")
+        )
+        if look is not None:
+            self.looks[room_id] = look
+        await self._send({"type": "looking", "room": room_id})
 
     async def on_read(self, frame: dict[str, Any]) -> None:
         await database_sync_to_async(services.mark_read)(
@@ -393,6 +449,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         not_for = event.get("not_for")
         if not_for is not None and (not_for == self.user.pk or self.rooms[room_id].get("moderator")):
             return  # a message withheld after an edit: for everyone else (its author and the moderators have the edit)
+        if "state" in event:  # a room_state: the clock goes on from the new state
+            self.rooms[room_id]["state"], self.rooms[room_id]["reason"] = event["state"], event["reason"]
+        if self.rooms[room_id].get("reason_required") and room_id not in self.looks and _about_messages(event):
+            return  # read from outside the room, and no reason given on this socket yet
         await self.send(text_data=event["text"])
 
     async def user_frame(self, event: dict[str, Any]) -> None:
@@ -404,6 +464,16 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         await self.close(code=CLOSE_SIGNED_OUT)
+
+
+def _about_messages(event: dict[str, Any]) -> bool:
+    """Does a room event show messages (`message`, `message_edited`, `message_removed`,
+    `message_withheld`)? Parsed only for the few sockets that read a room from outside without a look."""
+    try:
+        kind = json.loads(event["text"]).get("type")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(kind, str) or kind.startswith("message")
 
 
 HANDLERS = {
@@ -421,4 +491,5 @@ HANDLERS = {
     "unmute": ChatConsumer.on_unmute,
     "accept_policy": ChatConsumer.on_accept_policy,
     "report": ChatConsumer.on_report,
+    "look": ChatConsumer.on_look,
 }

@@ -30,6 +30,8 @@ def publish_to_room(room: Room, event: dict[str, Any]) -> None:
         payload["private_to"] = private_to
     if not_for is not None:
         payload["not_for"] = not_for
+    if event.get("type") == "room_state":  # sockets keep their rooms' states (the quiet-hours clock)
+        payload["state"], payload["reason"] = event["state"], event["reason"]
     async_to_sync(layer.group_send)(room_group(room.pk), payload)
 
 

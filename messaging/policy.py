@@ -20,14 +20,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, Q, QuerySet
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from classes import membership
+from classes.membership import People
 from classes.models import (
     Cohort,
     CohortMembership,
@@ -70,14 +72,6 @@ class Refusal:
 
 def _today(school: School, now: datetime) -> date:
     return timezone.localtime(now, ZoneInfo(school.time_zone)).date()
-
-
-def _current(queryset: QuerySet[Enrollment], today: date) -> QuerySet[Enrollment]:
-    return (
-        queryset.filter(active=True)
-        .filter(Q(begin_date__isnull=True) | Q(begin_date__lte=today))
-        .filter(Q(end_date__isnull=True) | Q(end_date__gte=today))
-    )
 
 
 _memo: ContextVar[dict[Any, Any] | None] = ContextVar("policy_memo", default=None)
@@ -131,6 +125,8 @@ def readable_rooms(user: Any, now: datetime | None = None) -> QuerySet[Room]:
         today = _today(school, now)
         rooms = Room.objects.filter(school_id=school.pk)
         roles = _roles(user)
+        if StaffRole.Role.SCHOOL_ADMIN in roles:
+            return Room.objects.none()  # whoever provisions the school does not read its rooms
         if StaffRole.Role.SAFEGUARDING_LEAD in roles:
             return rooms
         if StaffRole.Role.MODERATOR in roles:
@@ -143,11 +139,14 @@ def readable_rooms(user: Any, now: datetime | None = None) -> QuerySet[Room]:
             if not cohort_ids:
                 return rooms
             members = CohortMembership.objects.filter(cohort_id__in=cohort_ids, end_date__isnull=True).values("user_id")
-            their_classes = _current(Enrollment.objects.filter(user_id__in=members), today).values("school_class_id")
+            their_classes = membership.current(Enrollment.objects.filter(user_id__in=members), today).values(
+                "school_class_id"
+            )
             moderated = Q(cohort_id__in=cohort_ids) | Q(school_class_id__in=their_classes)
         else:
             moderated = Q(pk__in=[])
-        current_classes = _current(Enrollment.objects.filter(user_id=user.pk), today).values("school_class_id")
+        mine = Enrollment.objects.filter(user_id=user.pk)
+        current_classes = membership.current(mine, today).values("school_class_id")
         ended_classes = SchoolClass.objects.filter(
             status=SchoolClass.Status.ARCHIVED,
             enrollments__user_id=user.pk,
@@ -200,16 +199,21 @@ def _may_read(user: Any, room: Room, now: datetime) -> bool:
     every send), the commonest answer first: the person takes part in the room. tests/test_policy.py
     checks that the two always agree."""
     today = _today(room.school, now)
+    admin = Exists(membership.provisions(user.pk))
     if room.school_class_id is not None:
         mine = Enrollment.objects.filter(school_class_id=room.school_class_id, user_id=user.pk)
-        if _current(mine, today).exists():
+        if membership.current(mine, today).exclude(admin).exists():
             return True
     elif (
-        CohortMembership.objects.filter(user_id=user.pk, cohort_id=room.owner_id, end_date__isnull=True).exists()
-        or CohortStaff.objects.filter(user_id=user.pk, cohort_id=room.owner_id, active=True).exists()
+        CohortMembership.objects.filter(user_id=user.pk, cohort_id=room.owner_id, end_date__isnull=True)
+        .exclude(admin)
+        .exists()
+        or CohortStaff.objects.filter(user_id=user.pk, cohort_id=room.owner_id, active=True).exclude(admin).exists()
     ):
         return True
     roles = _roles(user)
+    if StaffRole.Role.SCHOOL_ADMIN in roles:
+        return False
     if StaffRole.Role.SAFEGUARDING_LEAD in roles:
         return True
     if StaffRole.Role.MODERATOR in roles:
@@ -224,7 +228,7 @@ def _may_read(user: Any, room: Room, now: datetime) -> bool:
             return True
         if room.school_class_id is not None:
             members = CohortMembership.objects.filter(cohort_id__in=cohort_ids, end_date__isnull=True).values("user_id")
-            if _current(
+            if membership.current(
                 Enrollment.objects.filter(school_class_id=room.school_class_id, user_id__in=members), today
             ).exists():
                 return True
@@ -239,27 +243,31 @@ def _may_read(user: Any, room: Room, now: datetime) -> bool:
     )
 
 
-def members(room: Room, now: datetime | None = None) -> tuple[set[int], set[int]]:
-    """The people who take part in a room (not its moderators): (everyone, the adults among them)."""
+def members(room: Room, now: datetime | None = None) -> People:
+    """The people who take part in a room now (not its moderators): (everyone, the adults among them).
+
+    `classes.membership` defines who takes part and who is an adult; this asks it for the room's class
+    or cohort."""
+    return members_of([room], now)[room.pk]
+
+
+def members_of(rooms: list[Room], now: datetime | None = None) -> dict[int, People]:
+    """`members` of many rooms at once, in a few queries (rooms must have their school loaded)."""
     now = now or timezone.now()
+    found: dict[int, People] = {}
     with scopes_disabled():
-        today = _today(room.school, now)
-        if room.school_class_id is not None:
-            rows = _current(Enrollment.objects.filter(school_class_id=room.school_class_id), today).values_list(
-                "user_id", "role"
-            )
-            everyone = {user_id for user_id, _ in rows}
-            adults = {user_id for user_id, role in rows if role != Enrollment.Role.STUDENT}
-        else:
-            cohort_id = room.owner_id
-            students = set(
-                CohortMembership.objects.filter(cohort_id=cohort_id, end_date__isnull=True).values_list(
-                    "user_id", flat=True
-                )
-            )
-            adults = set(CohortStaff.objects.filter(cohort_id=cohort_id, active=True).values_list("user_id", flat=True))
-            everyone = students | adults
-    return everyone, adults
+        by_day: dict[date, list[Room]] = {}
+        for room in rooms:
+            if room.school_class_id is not None:
+                by_day.setdefault(_today(room.school, now), []).append(room)
+        for today, class_rooms in by_day.items():
+            people = membership.class_people([r.owner_id for r in class_rooms], today)
+            found.update({r.pk: people.get(r.owner_id, (set(), set())) for r in class_rooms})
+        cohort_rooms = [room for room in rooms if room.cohort_id is not None]
+        if cohort_rooms:
+            people = membership.cohort_people([r.owner_id for r in cohort_rooms])
+            found.update({r.pk: people.get(r.owner_id, (set(), set())) for r in cohort_rooms})
+    return found
 
 
 def _quiet(school: School, now: datetime) -> datetime | None:
@@ -276,9 +284,6 @@ def _quiet(school: School, now: datetime) -> datetime | None:
     if opens <= local:
         opens += timedelta(days=1)
     return opens
-
-
-People = tuple[set[int], set[int]]  # what `members` answers: everyone, and the adults among them
 
 
 def room_state(room: Room, now: datetime | None = None, people: People | None = None) -> RoomState:
@@ -303,10 +308,32 @@ def room_state(room: Room, now: datetime | None = None, people: People | None = 
     opened = room.opened if room.opened is not None else (room.cohort_id is not None or school.class_rooms_start_open)
     if not opened:
         return RoomState(State.CLOSED, "A teacher has not opened this room for chat.")
+    return on_the_clock(school, now)
+
+
+def on_the_clock(school: School, now: datetime) -> RoomState:
+    """The state of a room of `school` that is otherwise open, at `now`: open, or in quiet hours."""
     opens_at = _quiet(school, now)
     if opens_at is not None:
         return RoomState(State.QUIET_HOURS, f"Quiet hours: posting opens again at {opens_at:%H:%M}.", opens_at)
     return RoomState(State.OPEN)
+
+
+def school_day(school: School, now: datetime) -> date:
+    """The date where the school is, at `now`."""
+    return _today(school, now)
+
+
+def next_clock_change(school: School, now: datetime) -> datetime:
+    """The next moment after `now` at which a room's state can change by the clock alone: quiet hours
+    start or end, or a new day begins where the school is (enrollments start and end by date)."""
+    local = timezone.localtime(now, ZoneInfo(school.time_zone))
+    moments = [datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=local.tzinfo)]
+    for clock in (school.quiet_hours_start, school.quiet_hours_end):
+        if clock is not None and school.quiet_hours_start != school.quiet_hours_end:
+            moment = datetime.combine(local.date(), clock, tzinfo=local.tzinfo)
+            moments.append(moment if moment > local else moment + timedelta(days=1))
+    return min(moments)
 
 
 def _age(birth_date: date, today: date) -> int:
@@ -402,22 +429,54 @@ def has_accepted(user: Any, current: AcceptableUsePolicy) -> bool:
         )
 
 
+def taught_rooms(user: Any) -> QuerySet[Room]:
+    """The rooms whose teacher `user` is now: their classes' rooms (enrolled as a teacher) and the rooms
+    of the cohorts they are attached to; none for someone who cannot take part (a school admin)."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active or user.school_id is None:
+        return Room.objects.none()
+    with scopes_disabled():
+        if membership.provisions(user.pk).exists():
+            return Room.objects.none()
+        classes = Enrollment.objects.filter(user_id=user.pk, active=True, role=Enrollment.Role.TEACHER)
+        cohorts = CohortStaff.objects.filter(user_id=user.pk, active=True)
+        return Room.objects.filter(school_id=user.school_id).filter(
+            Q(school_class_id__in=classes.values("school_class_id")) | Q(cohort_id__in=cohorts.values("cohort_id"))
+        )
+
+
+def room_teachers(room: Room) -> set[int]:
+    """The people who teach in `room` now and can take part: a class's teachers, a cohort's staff."""
+    with scopes_disabled():
+        if room.school_class_id is not None:
+            rows: Any = Enrollment.objects.filter(
+                school_class_id=room.school_class_id, active=True, role=Enrollment.Role.TEACHER
+            )
+        else:
+            rows = CohortStaff.objects.filter(cohort_id=room.owner_id, active=True)
+        return set(membership.taking_part(rows).values_list("user_id", flat=True))
+
+
 def is_moderator_of(user: User, room: Room) -> bool:
     """May `user` moderate `room` (remove messages, mute, lock): its teachers, the moderators who can read
     it, and the safeguarding lead."""
     with scopes_disabled():
         if user.school_id != room.school_id or not user.is_active:
             return False
+        admin = Exists(membership.provisions(user.pk))
         if (
             room.school_class_id is not None
             and Enrollment.objects.filter(
                 school_class_id=room.school_class_id, user_id=user.pk, active=True, role=Enrollment.Role.TEACHER
-            ).exists()
+            )
+            .exclude(admin)
+            .exists()
         ):
             return True
         if (
             room.cohort_id is not None
-            and CohortStaff.objects.filter(cohort_id=room.cohort_id, user_id=user.pk, active=True).exists()
+            and CohortStaff.objects.filter(cohort_id=room.cohort_id, user_id=user.pk, active=True)
+            .exclude(admin)
+            .exists()
         ):
             return True
         roles = _roles(user)
@@ -436,9 +495,15 @@ __all__ = [
     "as_id",
     "is_moderator_of",
     "members",
+    "members_of",
+    "next_clock_change",
+    "on_the_clock",
     "personal_refusal",
     "posting_refusal",
     "readable_rooms",
     "room_for",
     "room_state",
+    "room_teachers",
+    "school_day",
+    "taught_rooms",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,12 +21,14 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_scopes import scopes_disabled
 
+from audit import looks
 from audit.services import audited, record
-from classes.models import User
+from classes.models import School, User
 from commonroom.db import next_number
 from messaging import policy
 from messaging.models import AcceptableUsePolicy, Message, Mute, PolicyAcceptance, ReadPosition, Room
 from messaging.signals import message_reported, message_screened
+from messaging.text import is_blank, tidy, without_bidi_controls
 
 PAGE = 50
 
@@ -161,19 +163,22 @@ def _visible(messages: Any, user: User, room: Room, moderator: bool | None = Non
 
 
 def check_body(body: Any) -> str:
+    """The body as it will be stored and shown: without bidi controls, and refused as empty when
+    nothing of it would show (`messaging.text`)."""
     if not isinstance(body, str):
         raise MessagingError("invalid_body", "A message is text.")
-    if not body.strip():
+    text = without_bidi_controls(body)
+    if is_blank(text):
         raise MessagingError("empty_body", "A message cannot be empty.")
-    if len(body) > Message.MAX_LENGTH:
+    if len(text) > Message.MAX_LENGTH:
         raise MessagingError("body_too_long", f"A message can be at most {Message.MAX_LENGTH} characters long.")
-    if "\x00" in body:
+    if "\x00" in text:
         raise MessagingError("invalid_body", "A message cannot contain a NUL character.")
     try:
-        body.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise MessagingError("invalid_body", "A message must be valid Unicode text.") from None
-    return body
+    return text
 
 
 def check_client_id(client_id: Any) -> uuid.UUID:
@@ -188,14 +193,14 @@ REASON_MAX = 500
 
 def _reason(reason: Any, detail: str) -> str:
     """A reason a person must give: text of 1 to REASON_MAX characters; `detail` says what is asked."""
-    text = "" if reason is None else str(reason).strip()
+    text = "" if reason is None else tidy(str(reason))
     if not text or len(text) > REASON_MAX:
         raise MessagingError("reason_required", detail)
     return text
 
 
 def _optional_reason(reason: Any) -> str:
-    text = "" if reason is None else str(reason).strip()
+    text = "" if reason is None else tidy(str(reason))
     if len(text) > REASON_MAX:
         raise MessagingError("reason_too_long", f"A reason can be at most {REASON_MAX} characters long.")
     return text
@@ -405,11 +410,63 @@ def restore_message(*, user: User, message_id: Any, reason: Any = None, now: dat
     return message
 
 
+# -- reading a room from outside it ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Look:
+    """A reason given on one socket to read a room from outside it: the record it was kept as (an
+    `AccessRecord`, through `audit.looks`) and whose messages it has shown so far."""
+
+    room: int
+    access: int
+    subjects: frozenset[int]
+
+
+def reads_from_outside(
+    user: User, room: Room, now: datetime, moderator: bool | None = None, everyone: set[int] | None = None
+) -> bool:
+    """Does `user` read `room` by their role, not as one of its members (a moderator, the safeguarding
+    lead)? Each such reading needs a reason and is on the record. Members never need one, nor does
+    someone who took part in a class that has ended and reads its archive."""
+    if not (moderator if moderator is not None else policy.is_moderator_of(user, room)):
+        return False
+    return user.pk not in (everyone if everyone is not None else policy.members(room, now)[0])
+
+
+def look_at_room(
+    *, user: User, room_id: Any, reason: Any, reason_text: Any, kind: str = "room", now: datetime | None = None
+) -> tuple[int, Look | None]:
+    """Someone who reads a room from outside it says why (a category of `audit.looks.Reason`, and words
+    for "something else"): the look is recorded, as an `AccessRecord` naming the room's students (what
+    "who looked" lists) and its audit event. `kind` is "room" for the socket, "room page" for the page.
+    Answers the room's id and the look; None for a member, who needs no reason and leaves no record."""
+    now = now or timezone.now()
+    room = _room(user, room_id, now)
+    everyone, adults = policy.members(room, now)
+    if not reads_from_outside(user, room, now, everyone=everyone):
+        return room.pk, None
+    try:
+        given = looks.check_reason(reason, reason_text)
+    except looks.InvalidReason as exc:
+        raise MessagingError("invalid_reason", str(exc)) from None
+    students = everyone - adults
+    with audited(room.school_id), scopes_disabled():
+        access = looks.record_look(
+            reader=user, school_id=room.school_id, reason=given, kind=kind, query={"room": room.pk}, subjects=students
+        )
+    return room.pk, Look(room.pk, access, frozenset(students))
+
+
+REASON_FIRST = "You are not a member of this room: say why you are reading it first (every reading is recorded)."
+
+
 @dataclass(frozen=True)
 class Page:
     room: int
     messages: list[dict[str, Any]]
     more: bool
+    look: Look | None = None  # the look it was read under, with the authors it showed among its subjects
 
 
 def _check_seq(value: Any, name: str) -> int:
@@ -419,46 +476,73 @@ def _check_seq(value: Any, name: str) -> int:
 
 
 def _page(
-    user: User, room_id: Any, now: datetime | None, limit: int, *, after: int | None = None, before: int | None = None
+    user: User,
+    room_id: Any,
+    now: datetime | None,
+    limit: int,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    look: Look | None = None,
 ) -> Page:
-    """A page of what `user` may see in a room, oldest first: the first after `after`, or the last before `before`."""
-    room = _room(user, room_id, now or timezone.now())
+    """A page of what `user` may see in a room, oldest first: the first after `after`, or the last before
+    `before`. Someone who reads the room from outside it reads only under a `look` at it."""
+    now = now or timezone.now()
+    room = _room(user, room_id, now)
+    moderator = policy.is_moderator_of(user, room)
+    outside = reads_from_outside(user, room, now, moderator)
+    if outside and (look is None or look.room != room.pk):
+        raise MessagingError("reason_required", REASON_FIRST)
     with scopes_disabled():
-        rows = _visible(Message.objects.filter(room=room), user, room).select_related("author")
+        rows = _visible(Message.objects.filter(room=room), user, room, moderator).select_related("author")
         if after is not None:
             messages = list(rows.filter(seq__gt=after).order_by("seq")[: limit + 1])
             page = messages[:limit]
         else:
             messages = list(rows.filter(seq__lt=before).order_by("-seq")[: limit + 1])
             page = messages[:limit][::-1]
-    _record_reading(user, room, page)
-    return Page(room.pk, [serialize(m, user) for m in page], more=len(messages) > limit)
+    look = _record_reading(user, room, page, look) if outside and look is not None else None
+    return Page(room.pk, [serialize(m, user) for m in page], more=len(messages) > limit, look=look)
 
 
-def sync(*, user: User, room_id: Any, after: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
+def sync(
+    *, user: User, room_id: Any, after: Any, now: datetime | None = None, limit: int = PAGE, look: Look | None = None
+) -> Page:
     """The messages after sequence number `after`, oldest first, one page at a time."""
-    return _page(user, room_id, now, limit, after=_check_seq(after, "after"))
+    return _page(user, room_id, now, limit, after=_check_seq(after, "after"), look=look)
 
 
-def history(*, user: User, room_id: Any, before: Any, now: datetime | None = None, limit: int = PAGE) -> Page:
+def history(
+    *, user: User, room_id: Any, before: Any, now: datetime | None = None, limit: int = PAGE, look: Look | None = None
+) -> Page:
     """The messages before sequence number `before`, a page of the newest of them, oldest first."""
-    return _page(user, room_id, now, limit, before=_check_seq(before, "before"))
+    return _page(user, room_id, now, limit, before=_check_seq(before, "before"), look=look)
 
 
-def _record_reading(user: User, room: Room, messages: list[Message]) -> None:
-    """The safeguarding lead's reading of a room they are not part of is itself on the record."""
-    if not messages or not policy.is_safeguarding_lead(user) or user.pk in policy.members(room)[0]:
-        return
+def _record_reading(user: User, room: Room, messages: list[Message], look: Look) -> Look:
+    """A page read from outside the room is on the record: a `messages.read` event with its sequence
+    numbers, tied to the look it was read under, whose record comes to name every author it showed."""
+    if not messages:
+        return look
     seqs = [m.seq for m in messages]
-    with transaction.atomic():
+    newcomers = {m.author_id for m in messages} - look.subjects
+    with audited(room.school_id), scopes_disabled():
         record(
             "messages.read",
             school_id=room.school_id,
             actor=user,
             target=room,
             target_label=room_name(room),
-            payload={"room": room.pk, "from_seq": min(seqs), "to_seq": max(seqs), "count": len(seqs)},
+            payload={
+                "room": room.pk,
+                "from_seq": min(seqs),
+                "to_seq": max(seqs),
+                "count": len(seqs),
+                "look": look.access,
+            },
         )
+        looks.widen(look.access, newcomers)
+    return replace(look, subjects=look.subjects | newcomers)
 
 
 def mark_read(*, user: User, room_id: Any, up_to: Any, now: datetime | None = None) -> int:
@@ -532,6 +616,7 @@ def room_summary(user: User, room: Room, now: datetime | None = None, muted: str
             else refusal
         )
         moderator = policy.is_moderator_of(user, room)
+        member = user.pk in people[0]
         return {
             "id": room.pk,
             "name": room_name(room),
@@ -544,6 +629,9 @@ def room_summary(user: User, room: Room, now: datetime | None = None, muted: str
             "refusal": _refusal(refusal),
             "personal": _refusal(personal),
             "moderator": moderator,
+            "member": member,
+            # Read from outside (a moderator, the safeguarding lead): pages and live messages only after a `look`.
+            "reason_required": moderator and not member,
         }
 
 
@@ -645,8 +733,12 @@ def _moderated_room(user: User, room_id: Any, now: datetime) -> Room:
 def _room_changed(room: Room, action: str, actor: User, payload: dict[str, Any]) -> None:
     """Record a change of a room's state and tell its sockets the new state (after commit)."""
     record(action, school_id=room.school_id, actor=actor, target=room, target_label=room_name(room), payload=payload)
-    state = policy.room_state(room)
-    publish(room, {"type": "room_state", "room": room.pk, "state": state.state.value, "reason": state.reason})
+    publish(room, room_state_event(room, policy.room_state(room)))
+
+
+def room_state_event(room: Room, state: policy.RoomState) -> dict[str, Any]:
+    """The `room_state` frame: what every socket of the room is told when its state may have changed."""
+    return {"type": "room_state", "room": room.pk, "state": state.state.value, "reason": state.reason}
 
 
 def set_room_open(*, user: User, room_id: Any, opened: bool, now: datetime | None = None) -> Room:
@@ -734,6 +826,12 @@ def _student_of(room: Room, student_id: Any, now: datetime) -> User:
 
 
 # -- the acceptable-use policy ---------------------------------------------------------------
+
+
+def school_of(user: User) -> School | None:
+    """The person's school, as a socket keeps it for its clock (quiet hours, the school's day)."""
+    with scopes_disabled():
+        return School.objects.filter(pk=user.school_id).first() if user.school_id is not None else None
 
 
 def current_policy(user: User) -> AcceptableUsePolicy | None:

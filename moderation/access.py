@@ -16,9 +16,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django_scopes import scopes_disabled
 
-from classes.models import CohortStaff, Enrollment, StaffRole, User
+from classes.models import StaffRole, User
 from messaging import policy
-from messaging.models import Room
 from moderation.models import Case, ModerationSettings
 
 
@@ -42,18 +41,6 @@ def _roles(user: Any) -> set[str]:
         )
 
 
-def taught_rooms(user: Any) -> QuerySet[Room]:
-    """The rooms whose teacher `user` is: their classes' rooms (as teacher) and their cohorts' rooms."""
-    with scopes_disabled():
-        classes = Enrollment.objects.filter(user_id=user.pk, active=True, role=Enrollment.Role.TEACHER).values(
-            "school_class_id"
-        )
-        cohorts = CohortStaff.objects.filter(user_id=user.pk, active=True).values("cohort_id")
-        return Room.objects.filter(school_id=user.school_id).filter(
-            Q(school_class_id__in=classes) | Q(cohort_id__in=cohorts)
-        )
-
-
 def visible_cases(user: Any) -> QuerySet[Case]:
     """Every case `user` may see and act on."""
     if not getattr(user, "is_authenticated", False) or not user.is_active or user.school_id is None:
@@ -65,7 +52,7 @@ def visible_cases(user: Any) -> QuerySet[Case]:
     else:
         if StaffRole.Role.MODERATOR in roles:
             allowed |= Q(staff_conduct=False, level__lte=2, room__in=policy.readable_rooms(user).values("pk"))
-        allowed |= Q(staff_conduct=False, level=1, room__in=taught_rooms(user).values("pk"))
+        allowed |= Q(staff_conduct=False, level=1, room__in=policy.taught_rooms(user).values("pk"))
     with scopes_disabled():
         return Case.objects.filter(school_id=user.school_id).exclude(subject_id=user.pk).filter(allowed)
 
@@ -88,7 +75,7 @@ def case_for(user: Any, case_id: Any, *, lock: bool = False) -> Case:
     return case
 
 
-def _staff_with_role(school_id: int, role: str) -> list[User]:
+def staff_with_role(school_id: int, role: str) -> list[User]:
     with scopes_disabled():
         return list(
             User.objects.filter(
@@ -106,16 +93,7 @@ def level_handlers(case: Case, level: int) -> set[int]:
     room = case.room
     with scopes_disabled():
         if level == 1:
-            teachers = set(
-                Enrollment.objects.filter(
-                    school_class_id=room.school_class_id, active=True, role=Enrollment.Role.TEACHER
-                ).values_list("user_id", flat=True)
-                if room.school_class_id is not None
-                else CohortStaff.objects.filter(cohort_id=room.owner_id, active=True).values_list("user_id", flat=True)
-            )
-            people = set(
-                User.objects.filter(pk__in=teachers, enabled=True, suspended=False).values_list("pk", flat=True)
-            )
+            people = policy.room_teachers(room)
         elif level == 2:
             # A moderator of the whole school covers every room; one of some cohorts, the rooms the
             # policy gives them (asked only for those).
@@ -126,11 +104,11 @@ def level_handlers(case: Case, level: int) -> set[int]:
             )
             people = {
                 moderator.pk
-                for moderator in _staff_with_role(case.school_id, StaffRole.Role.MODERATOR)
+                for moderator in staff_with_role(case.school_id, StaffRole.Role.MODERATOR)
                 if moderator.pk not in restricted or policy.readable_rooms(moderator).filter(pk=room.pk).exists()
             }
         else:
-            people = {lead.pk for lead in _staff_with_role(case.school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
+            people = {lead.pk for lead in staff_with_role(case.school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
     return people - {case.subject_id}
 
 
@@ -151,8 +129,8 @@ def _conduct_tiers(school_id: int) -> list[set[int]]:
                 school_id=school_id, role=StaffRole.Role.MODERATOR, active=True, cohorts__isnull=False
             ).values_list("user_id", flat=True)
         )
-    leads = {lead.pk for lead in _staff_with_role(school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
-    whole_school = {m.pk for m in _staff_with_role(school_id, StaffRole.Role.MODERATOR)} - restricted
+    leads = {lead.pk for lead in staff_with_role(school_id, StaffRole.Role.SAFEGUARDING_LEAD)}
+    whole_school = {m.pk for m in staff_with_role(school_id, StaffRole.Role.MODERATOR)} - restricted
     return [named, leads, whole_school]
 
 
@@ -212,5 +190,5 @@ def sees_cases(user: Any) -> bool:
     return bool(
         roles & {StaffRole.Role.MODERATOR, StaffRole.Role.SAFEGUARDING_LEAD}
         or any(user.pk in tier for tier in _conduct_tiers(user.school_id))
-        or taught_rooms(user).exists()
+        or policy.taught_rooms(user).exists()
     )

@@ -16,3 +16,15 @@ class ModerationConfig(AppConfig):
         message_screened.connect(on_message_screened, dispatch_uid="moderation.screened")
         message_reported.connect(on_message_reported, dispatch_uid="moderation.reported")
         post_save.connect(on_rule_saved, sender=ScreeningRule, dispatch_uid="moderation.rule_saved")
+
+        from classes.signals import adult_added_by_hand  # noqa: PLC0415
+        from moderation.notices import on_adult_added_by_hand  # noqa: PLC0415
+
+        adult_added_by_hand.connect(on_adult_added_by_hand, dispatch_uid="moderation.adult_added_by_hand")
+
+        from audit.looks import looked, seen  # noqa: PLC0415
+        from moderation.review import on_looked, on_seen  # noqa: PLC0415
+
+        # Every reading from outside a conversation (a room, the audit log) is kept as an AccessRecord.
+        looked.connect(on_looked, dispatch_uid="moderation.looked")
+        seen.connect(on_seen, dispatch_uid="moderation.seen")

@@ -27,12 +27,13 @@ from django_scopes import scopes_disabled
 
 from audit.services import audited, record
 from classes.models import User
-from classes.signals import sessions_ended
+from classes.signals import membership_changed, sessions_ended
 from messaging import live
 from messaging import services as messaging
 from messaging.models import Message, Room
 from messaging.policy import as_id
 from messaging.services import MessagingError, ReportCategory, room_name
+from messaging.text import tidy
 from moderation import access
 from moderation.models import LEVELS, Case, CaseNote, ModerationSettings, Report, Suspension
 from moderation.screening import CATEGORIES
@@ -184,7 +185,7 @@ def on_message_reported(  # noqa: PLR0917  (a signal receiver takes the signal's
         categories=[category],
         reporter=reporter,
         category=category,
-        note=note,
+        note=tidy(note),  # staff read it in the case: no bidi controls, and nothing if nothing shows
         now=timezone.now(),
     )
 
@@ -248,7 +249,7 @@ _mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="case-mail")
 RETRY_SECONDS = (2.0, 10.0)  # the pauses before the second and third tries
 
 
-def _email(
+def email_later(
     recipients: list[str], subject: str, body: str, failed: Callable[[], None] | None = None
 ) -> Future[bool] | None:
     """Send in the background: a slow mail server must not hold up the message that opened the case
@@ -292,7 +293,7 @@ def _email_contacts(case: Case, why: str, stamp: datetime) -> None:
     subject, body = _case_mail(case, why)
     failed = partial(_contacts_not_emailed, case.pk, case.school_id, stamp)
     contacts = access.settings_for(case.school_id).contacts()
-    transaction.on_commit(partial(_email, contacts, subject, body, failed), robust=True)
+    transaction.on_commit(partial(email_later, contacts, subject, body, failed), robust=True)
 
 
 def wait_for_email() -> None:
@@ -328,7 +329,7 @@ def _email_urgent(case: Case, *, nobody_to_alert: bool, opened: bool) -> None:
         )
     why = "A case about a risk of harm was opened." if opened else "A case about a risk of harm reached you."
     subject, body = _case_mail(case, why)
-    _email(emails, subject, body)
+    email_later(emails, subject, body)
 
 
 # -- handling ----------------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ def resolve(*, user: User, case_id: Any, outcome: Any, note: Any = None, now: da
 
 def add_note(*, user: User, case_id: Any, text: Any, now: datetime | None = None) -> CaseNote:
     now = now or timezone.now()
-    body = "" if text is None else str(text).strip()
+    body = "" if text is None else tidy(str(text))
     if not body or len(body) > NOTE_MAX:
         raise CaseError("invalid_note", f"A note is text of 1 to {NOTE_MAX} characters.")
     with audited(user.school_id), scopes_disabled():
@@ -520,6 +521,7 @@ def _unsuspend(user: User, case: Case, *, reason: str, now: datetime) -> None:
     if not Suspension.objects.filter(user_id=case.subject_id, ended__isnull=True).update(ended=now):
         raise CaseError("not_suspended", "This account is not suspended.")
     User.objects.filter(pk=case.subject_id).update(suspended=False)
+    membership_changed.send(sender=User, user_ids={case.subject_id})  # they take part in their rooms again
     record(
         "account.restored",
         school_id=case.school_id,

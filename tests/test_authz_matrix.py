@@ -30,7 +30,7 @@ from django.urls import resolve
 from django_scopes import scopes_disabled
 
 from audit.models import AuditEvent
-from classes.models import Cohort, CohortMembership, Enrollment, School, StaffRole, User
+from classes.models import Cohort, CohortMembership, CohortStaff, Enrollment, School, StaffRole, User
 from messaging import services
 from messaging.consumers import CLOSE_UNAUTHENTICATED, HANDLERS, ChatConsumer
 from messaging.models import Message, Mute, Room
@@ -301,12 +301,15 @@ CSRF = re.compile(r'name="csrfmiddlewaretoken" value="[^"]*"')
 
 
 def client_for(user: User | None) -> Client:
-    """A browser signed in as `user`; a reviewer has given their reason, which the review pages ask first."""
+    """A browser signed in as `user`; a reviewer has given their reason, which the review pages ask first, and
+    so has an operator, whom the audit log asks."""
     client = Client()
     if user is not None:
         client.force_login(user)
         if review.may_review(user):
             assert client.post("/review/", {"reason": "concern", "text": ""}).status_code == 302
+        if user.is_superuser and user.school_id is None:
+            assert client.post("/admin/audit/auditevent/reason/", {"reason": "audit", "text": ""}).status_code == 302
     return client
 
 
@@ -333,8 +336,15 @@ def case_step(step: str, **data: str) -> Request:
     return lambda client, t: [client.post(f"/cases/{t.case}/", {"step": step, **data})]
 
 
+def read_room(client: Client, t: Targets) -> list[Response]:
+    """The room page, after giving a reason: a moderator or the safeguarding lead, who are not its members, is
+    asked for one first; a member is sent on to the page; anyone else gets the room that does not exist."""
+    client.post(f"/rooms/{t.room}/", {"reason": "case", "text": ""})
+    return [client.get(f"/rooms/{t.room}/")]
+
+
 HTTP: dict[str, Request] = {
-    "read": lambda client, t: [client.get(f"/rooms/{t.room}/")],
+    "read": read_room,
     "remove": case_step("act", action="hide_message", reason="Unkind"),
     "mute": case_step("act", action="mute_author", reason="Unkind"),
     "lock": case_step("act", action="lock_room", reason="Calm down, everyone"),
@@ -464,7 +474,11 @@ BARRIER = {"type": "matrix_barrier"}  # no such frame: its error marks the end o
 def frames(action: str, t: Targets) -> list[dict[str, Any]]:
     client_id = "00000000-0000-4000-8000-000000000001"
     return {
-        "read": [{"type": "sync", "room": t.room, "after": 0}, {"type": "history", "room": t.room, "before": 100}],
+        "read": [
+            {"type": "look", "room": t.room, "reason": "case"},  # those who read it from outside give a reason first
+            {"type": "sync", "room": t.room, "after": 0},
+            {"type": "history", "room": t.room, "before": 100},
+        ],
         "post": [{"type": "send", "room": t.room, "client_id": client_id, "body": "Hello, room"}],
         "edit": [{"type": "edit", "message": t.message, "body": "See you at break"}],
         "remove": [{"type": "delete", "message": t.classmates_message, "reason": "Unkind"}],
@@ -522,7 +536,9 @@ def socket_succeeded(action: str, world: World, talk: Conversation) -> None:
         assert [r for r in replies if r["type"] == "error"] == []
     with scopes_disabled():
         if action == "read":
-            for replies in talk.answers:
+            looked, *pages = talk.answers
+            assert looked == [{"type": "looking", "room": real.room}]
+            for replies in pages:
                 assert [r["type"] for r in replies] == ["history"]
                 assert {real.message, real.classmates_message} <= {m["id"] for m in replies[0]["messages"]}
         elif action == "post":
@@ -608,3 +624,39 @@ def test_every_frame_the_consumer_handles_is_covered() -> None:
         "/admin/import-roster/",
     ):
         resolve(path)
+
+
+# -- places in rooms: nobody gives themself one, nobody gives one that does not fit ---------------------------
+
+PLACES: dict[str, Callable[[int, World], tuple[str, dict[str, Any]]]] = {
+    # what is tried in the admin, and where a refused form would have written it
+    "enrol_self": lambda me, w: ("/admin/classes/enrollment/add/", {"school_class": w.people.school_class.pk,
+                                                                     "user": me, "role": "aide"}),
+    "attach_self": lambda me, w: ("/admin/classes/cohortstaff/add/", {"cohort": w.people.cohort.pk, "user": me}),
+    "enrol_student_as_aide": lambda me, w: ("/admin/classes/enrollment/add/", {"school_class": w.people.other_class.pk,
+                                                                                "user": w.people.student.pk,
+                                                                                "role": "aide"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("attempt", sorted(PLACES))
+@pytest.mark.parametrize("role", ROLES)
+def test_self_and_cross_role_enrolment(world: World, role: str, attempt: str) -> None:
+    """A row of the matrix that no role may do: every role is refused, and nothing is written. Those who may
+    provision see the form again with the reason; everyone else is turned away from the admin."""
+    user = world.personas[role]
+    me = user.pk if user is not None else world.people.teacher.pk
+    before = snapshot(world)
+    with scopes_disabled():
+        places = (Enrollment.objects.count(), CohortStaff.objects.count())
+    url, data = PLACES[attempt](me, world)
+    response = client_for(user).post(url, data)
+    with scopes_disabled():
+        assert (Enrollment.objects.count(), CohortStaff.objects.count()) == places
+    assert snapshot(world) == before
+    if role in ("admin", "operator", "other_school"):  # those who provision a school (the other one's, too)
+        assert response.status_code == 200
+        assert "errornote" in page(response) or "errorlist" in page(response)
+    else:
+        assert response.status_code in (302, 403)
+        assert response.status_code == 403 or "/admin/login/" in response["Location"]

@@ -559,7 +559,7 @@ class TestHostileBundles:
         delta = {
             "enrollments": ENROLLMENTS_HEADER
             + "\ne4,tobedeleted,2026-11-01T00:00:00Z,,,,,,,\n"
-            + "e1,active,2026-11-01T00:00:00Z,cl1,s1,u1,aide,false,,\n"
+            + "e1,active,2026-11-01T00:00:00Z,cl1,s1,u1,student,true,,\n"
             + "e20,active,2026-11-01T00:00:00Z,cl2,dep1,u3,student,false,,\n"  # a department's class, orgs absent
         }
         modes = dict.fromkeys(FILES, "absent") | {"enrollments": "delta"}
@@ -568,7 +568,7 @@ class TestHostileBundles:
         assert json.loads(out)["enrollments"] == {"created": 1, "updated": 1, "deactivated": 1, "unchanged": 0}
         with scopes_disabled():
             assert Enrollment.objects.get(sourced_id="e4").active is False
-            assert Enrollment.objects.get(sourced_id="e1").role == Enrollment.Role.AIDE
+            assert Enrollment.objects.get(sourced_id="e1").primary is True
             assert Enrollment.objects.get(sourced_id="e20").school_class.sourced_id == "cl2"
             hill = School.objects.get(sourced_id="s1")
             assert AuditEvent.objects.filter(school=hill, action="roster.imported").count() == 2

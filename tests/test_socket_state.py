@@ -434,6 +434,17 @@ class SocketMachine(RuleBasedStateMachine):
                     "a sync had to fill the gap"
                 )
                 self._place(client, message)
+            # As the browser does: a page is the whole truth about the positions it covers, so a message
+            # shown there that it leaves out was withheld while the socket was away.
+            messages = frame["messages"]
+            if "before" in frame:
+                covered = range(messages[0]["seq"] if frame["more"] and messages else 0, frame["before"])
+            else:
+                covered = range(frame["after"] + 1, messages[-1]["seq"] + 1 if messages else 0)
+            listed = {message["id"] for message in messages}
+            for shown_id, shown_message in list(client.views[asked.room].items()):
+                if shown_message["seq"] in covered and shown_id not in listed:
+                    del client.views[asked.room][shown_id]
             if "after" in frame and frame["more"]:  # the next page of what it missed
                 after = frame["messages"][-1]["seq"]
                 await self._ask(
@@ -479,6 +490,8 @@ class SocketMachine(RuleBasedStateMachine):
             client.views.get(frame["message"]["room"], {}).pop(frame["message"]["id"], None)
         elif kind in ("alert", "case_updated"):
             pass  # the moderation layer's frames for staff (a held message opens a case)
+        elif kind == "room_state":  # a change of people may change a room's state: only its sockets hear
+            assert frame["room"] in client.rooms, f"{client.name} was told the state of room {frame['room']}"
         else:
             raise AssertionError(f"{client.name} got an unexpected frame: {frame}")
 
