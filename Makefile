@@ -50,6 +50,7 @@ bench-review: install
 	$(PY) bench/review_bench.py $(BENCH_ARGS)
 
 bench-screen: install
+	DEBUG=1 $(PY) manage.py screen --evaluate tests/data/screening/heldout
 	$(PY) bench/screen_bench.py $(BENCH_ARGS)
 	$(PY) bench/profanity_bench.py
 

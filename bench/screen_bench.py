@@ -118,7 +118,7 @@ def main() -> None:
 
     rng = random.Random(7)
     results = {}
-    screen_text("warm up the caches: add me on snapchat")
+    screen_text("warm up the caches: add me on snapchat, i want to die")
     for name, make in (("ordinary", ordinary), ("with a match", with_match), ("disguised", disguised)):
         messages = [make(rng) for _ in range(200)]
         timings = []

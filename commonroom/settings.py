@@ -179,6 +179,9 @@ STORAGES = {
 # Screeners that messaging asks about every message before it is saved (dotted paths of callables
 # taking the body, the room and the author, answering a messaging.services.Verdict).
 COMMONROOM_SCREENERS: list[str] = ["moderation.rules.screen_message"]
+# How a message body is kept for search (a dotted path of a callable taking the body, answering text): the
+# same folding screening reads with, so that searching "kill" finds "k1ll". None keeps no folded text.
+COMMONROOM_SEARCH_FOLDER: str | None = "moderation.normalize.fold_for_search"
 # Checks that `manage.py audit_verify` runs of the records the audit log describes (dotted paths of
 # callables, see audit.records): audit/ cannot import the apps above it, so they name their checks here.
 COMMONROOM_RECORD_CHECKS: list[str] = ["messaging.integrity.check_message_bodies"]

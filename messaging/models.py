@@ -88,6 +88,14 @@ class Message(models.Model):
     )
     removed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     removed_reason = models.CharField(max_length=500, blank=True)
+    folded = models.TextField(
+        blank=True, default="", help_text="The body as search reads it (COMMONROOM_SEARCH_FOLDER): disguises undone."
+    )
+    author_note = models.TextField(
+        blank=True,
+        help_text="What Commonroom answered its author at once, privately (a cry for help is answered with "
+        "the school's sources of help); shown to its author beside the message.",
+    )
 
     objects: ClassVar[models.Manager[Message]] = ScopedManager(school="school")
 

@@ -65,6 +65,7 @@ class Verdict:
     action: str = "allow"
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""  # what its author is answered at once, privately (a cry for help: where to find help)
 
 
 SEVERITY = {"allow": 0, "flag": 1, "hold": 2, "reject": 3}
@@ -74,6 +75,12 @@ Screener = Callable[[str, Room, User], Verdict]
 def screeners() -> list[Screener]:
     """The screeners named in the COMMONROOM_SCREENERS setting (none by default; moderation/ adds one)."""
     return [import_string(path) for path in settings.COMMONROOM_SCREENERS]
+
+
+def folded_for_search(body: str) -> str:
+    """The body as search reads it (COMMONROOM_SEARCH_FOLDER, which moderation/ provides), or "" without one."""
+    path = settings.COMMONROOM_SEARCH_FOLDER
+    return str(import_string(path)(body)) if path else ""
 
 
 def screen(body: str, room: Room, author: User) -> Verdict:
@@ -149,6 +156,10 @@ def serialize(message: Message, viewer: User | None = None) -> dict[str, Any]:
         data["removed_by"] = "author" if message.removed_by_id == message.author_id else "staff"
     if viewer is not None and message.client_id and viewer.pk == message.author_id:
         data["client_id"] = str(message.client_id)
+    if message.author_note and (viewer.pk == message.author_id if viewer is not None else message.withheld):
+        # The system's answer to its author: in their own copies, and in live events of a message only its
+        # author and the room's moderators receive (withheld); never in the room's once it is approved.
+        data["note"] = message.author_note
     return data
 
 
@@ -238,6 +249,8 @@ def send_message(*, user: User, room_id: Any, client_id: Any, body: Any, now: da
                 created=now,
                 state=Message.State.HELD if verdict.action == "hold" else Message.State.VISIBLE,
                 withheld=verdict.action == "hold",
+                author_note=verdict.note,
+                folded=folded_for_search(text),
             )
             record(
                 "message.sent",
@@ -303,7 +316,9 @@ def edit_message(*, user: User, message_id: Any, body: Any, now: datetime | None
         message.body, message.edited = text, now
         if verdict.action == "hold":
             message.state, message.withheld = Message.State.HELD, True
-        message.save(update_fields=["body", "edited", "state", "withheld"])
+        message.author_note = verdict.note or message.author_note
+        message.folded = folded_for_search(text)
+        message.save(update_fields=["body", "edited", "state", "withheld", "author_note", "folded"])
         record(
             "message.edited",
             school_id=room.school_id,

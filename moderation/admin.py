@@ -29,6 +29,7 @@ class ModerationSettingsAdmin(ProvisioningAdmin):
         "escalation_contacts",
         "allegations_contact",
         "tell_reasons",
+        "help_sources",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -87,10 +87,13 @@ def open_or_join(
     category: str,
     note: str,
     now: datetime,
+    about_staff: bool = False,
 ) -> Case:
     """Open a case about `message`, or add to its unresolved case (raising its severity and level if
-    this is more serious). Runs inside the caller's transaction."""
-    staff_conduct = message.author.role != User.Role.STUDENT
+    this is more serious). Runs inside the caller's transaction. A case is about staff conduct when a
+    member of staff wrote the message, or when it tells of abuse by a member of staff (`about_staff`):
+    either way it goes past the room's staff, to the allegations contact or the safeguarding lead."""
+    staff_conduct = message.author.role != User.Role.STUDENT or about_staff
     level = starting_level(severity, staff_conduct)
     with scopes_disabled():
         try:
@@ -172,6 +175,7 @@ def on_message_screened(sender: Any, message: Message, room: Room, verdict: Any,
         category=verdict.action,
         note=verdict.reason,
         now=message.edited or message.created,
+        about_staff=bool(details.get("about_staff")),
     )
 
 

@@ -53,6 +53,12 @@ class ModerationSettings(models.Model):
         default=True,
         help_text="Show the person affected the reason for an action taken from a case (otherwise a general notice).",
     )
+    help_sources = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text="Where students can find help now, one per line (such as 'Childline: 0800 1111'): a student "
+        "whose message tells of self-harm or abuse is answered at once with these.",
+    )
 
     objects: ClassVar[models.Manager[ModerationSettings]] = ScopedManager(school="school")
 
@@ -62,6 +68,9 @@ class ModerationSettings(models.Model):
 
     def __str__(self) -> str:
         return "moderation settings"
+
+    def help_lines(self) -> list[str]:
+        return [line.strip() for line in self.help_sources.splitlines() if line.strip()]
 
     def clean(self) -> None:
         """The person named for allegations against staff is a member of staff of the school who can act in

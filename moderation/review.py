@@ -28,6 +28,7 @@ from messaging.models import Message, Room
 from moderation.casefile import MessageInContext, in_context
 from moderation.cases import category_label
 from moderation.models import AccessRecord, Case, Report
+from moderation.normalize import fold_for_search
 
 PAGE = 50
 REASON_MAX = looks.REASON_MAX
@@ -250,16 +251,26 @@ def filters_from(data: Any) -> Filters:
 
 
 def _text_search(messages: QuerySet[Message], text: str) -> QuerySet[Message]:
-    """PostgreSQL: full-text search (English stemming, web-search syntax) on the GIN-indexed vector.
-    SQLite: every word must appear in the body."""
+    """Search finds what screening finds: the words asked for, folded as screening folds them, among each
+    message's folded words (`Message.folded`), so "kill" finds "k1ll" and "KIIILL".
+
+    PostgreSQL: that, or full-text search (English stemming, web-search syntax) of the body, each on its
+    GIN-indexed vector. SQLite: every word, folded, must appear in the folded body, or as asked in the body."""
+    folded = fold_for_search(text)
     if connection.vendor == "postgresql":
-        return messages.extra(  # the expression must be the indexed one (messaging migration 0003)
-            where=["to_tsvector('english'::regconfig, COALESCE(body, '')) @@ websearch_to_tsquery('english', %s)"],
-            params=[text],
+        return messages.extra(  # the expressions must be the indexed ones (messaging migrations 0003, 0006)
+            where=[
+                "(to_tsvector('english'::regconfig, COALESCE(body, '')) @@ websearch_to_tsquery('english', %s)"
+                " OR to_tsvector('simple'::regconfig, COALESCE(folded, '')) @@ plainto_tsquery('simple', %s))"
+            ],
+            params=[text, folded or text],
         )
+    as_written, as_folded = Q(), Q()
     for word in text.split():
-        messages = messages.filter(body__icontains=word)
-    return messages
+        as_written &= Q(body__icontains=word)
+    for word in folded.split():
+        as_folded &= Q(folded__icontains=word)
+    return messages.filter(as_written | as_folded) if folded else messages.filter(as_written)
 
 
 def _bounds(school: School, since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:

@@ -7,18 +7,34 @@ not query the rules; a change saved in this process takes effect at once, in oth
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from messaging.models import Message
 from messaging.services import Verdict
+from moderation import access
 from moderation.models import ScreeningRule
-from moderation.screening import CATEGORIES, Action, Category, Result, Screen, default_screen, screen_text
+from moderation.screening import (
+    ANSWER,
+    CATEGORIES,
+    CONTEXT,
+    Action,
+    Category,
+    Result,
+    Screen,
+    default_screen,
+    screen_text,
+)
 
 TTL = 30.0  # seconds
 
@@ -74,24 +90,49 @@ def on_rule_saved(sender: Any, instance: ScreeningRule, **kwargs: Any) -> None:
     transaction.on_commit(partial(forget, instance.school_id))
 
 
-def screen_for(text: str, school_id: int | None, *, spans: bool = True) -> Result:
-    return screen_text(text, school_screen(school_id), spans=spans)
+def screen_for(text: str, school_id: int | None, *, spans: bool = True, context: Sequence[str] = ()) -> Result:
+    return screen_text(text, school_screen(school_id), spans=spans, context=context)
+
+
+CONTEXT_HOURS = 3  # how far back the author's recent messages are read with a new one
+
+STAFF_WORDS = re.compile(r"\b(?:sir|miss|mr|mrs|ms|teacher|coach|tutor|head|headteacher|form tutor)\b")
+
+
+def recent_messages(author: Any, now: datetime | None = None) -> list[str]:
+    """The author's last few messages (any room of theirs) from the last hours, oldest first: a
+    disclosure spread over several short messages is read as one."""
+    since = (now or timezone.now()) - timedelta(hours=CONTEXT_HOURS)
+    with scopes_disabled():
+        bodies = Message.objects.filter(author_id=author.pk, created__gte=since).exclude(state=Message.State.REMOVED)
+        return list(bodies.order_by("-created").values_list("body", flat=True)[:CONTEXT])[::-1]
 
 
 def screen_message(body: str, room: Any, author: Any) -> Verdict:
     """The screener messaging calls before saving a message (see COMMONROOM_SCREENERS)."""
-    result = screen_for(body, room.school_id, spans=False)
+    result = screen_for(body, room.school_id, spans=False, context=recent_messages(author))
     if not result.categories:
         return Verdict()
     # Categories found but allowed (profanity, by default) are still recorded in the message's audit event.
     shown = result.as_dict()
-    return Verdict(
-        result.action.value,
-        result.reason,
-        {
-            "categories": list(result.categories),
-            "severity": result.severity,
-            "matches": shown["matches"],
-            "scores": shown["scores"],
-        },
-    )
+    answered = any(category.answered for category in result.found)
+    details: dict[str, Any] = {
+        "categories": list(result.categories),
+        "severity": result.severity,
+        "matches": shown["matches"],
+        "scores": shown["scores"],
+    }
+    if "abuse_disclosure" in result.categories and any(
+        STAFF_WORDS.search(m.text) for m in result.matches if m.category == "abuse_disclosure"
+    ):
+        details["about_staff"] = True  # an allegation against staff: the staff-conduct route
+    return Verdict(result.action.value, result.reason, details, note=answer(room.school_id) if answered else "")
+
+
+def answer(school_id: int) -> str:
+    """What a student whose message tells of self-harm or abuse is answered at once: that a trusted adult
+    will check in with them, and where the school says help can be found now."""
+    lines = access.settings_for(school_id).help_lines()
+    if not lines:
+        return ANSWER
+    return f"{ANSWER}\nIf you need to talk to someone now: " + " · ".join(lines)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
 import ahocorasick  # type: ignore[import-not-found]  # a C extension without type information
 
-from moderation import profanity
+from moderation import intent, learned, lexicon, profanity
 from moderation.normalize import fold, fold_phrase, quick_fold
 
 
@@ -46,6 +47,13 @@ class Category:
     reason: str = ""  # what the sender is told when a message is held or rejected for it
     never_reject: bool = False  # a cry for help is delivered or held, never silently dropped
     threshold: float | None = None  # for a scored category: the profanity score (0 to 1) from which it counts
+    severe: tuple[str, ...] = ()  # phrases that raise the action to hold and the severity by one
+    answered: bool = False  # its author is answered at once with the school's sources of help
+
+    def graver(self) -> Category:
+        """The category as a severe phrase or rule finds it: held, and one step more serious."""
+        action = self.action if ORDER[self.action] >= ORDER[Action.HOLD] else Action.HOLD
+        return replace(self, action=action, severity=min(4, self.severity + 1))
 
 
 PHONE = re.compile(r"(?<![\w+])(?:\+?\d[\s().-]{0,2}){9,14}\d(?!\w)")
@@ -57,75 +65,52 @@ STREET = re.compile(
     re.IGNORECASE,
 )
 
+HELD = "Held for a teacher to check."
+ANSWER = "A trusted adult at school will check in with you soon. You have not done anything wrong by saying this."
+
+
+def _category(key: str, label: str, severity: int, action: Action, **more: Any) -> Category:
+    """A category with its phrases from its lexicon file (`moderation/data/lexicon/<key>.txt`)."""
+    phrases, severe = lexicon.load(key)
+    return Category(key, label, severity, action, phrases=phrases, severe=severe, **more)
+
+
 CATEGORIES: dict[str, Category] = {
     category.key: category
     for category in [
-        Category(
+        # A cry for help is withheld from the class, goes to the safeguarding lead at once (severity 4)
+        # and its author is answered: never rejected, never silently dropped.
+        _category(
+            "self_harm", "Self-harm or suicide risk", 4, Action.HOLD, reason=ANSWER, never_reject=True, answered=True
+        ),
+        _category(
+            "abuse_disclosure",
+            "A child telling of abuse or exploitation",
+            4,
+            Action.HOLD,
+            reason=ANSWER,
+            never_reject=True,
+            answered=True,
+        ),
+        _category("grooming", "Grooming or boundary-crossing", 3, Action.HOLD, reason=HELD),
+        _category("bullying", "Bullying or harassment", 2, Action.FLAG, reason=HELD),
+        _category("violence", "Threats of violence or weapons", 3, Action.HOLD, reason=HELD),
+        _category("sexual", "Sexual content, image requests or sextortion", 3, Action.HOLD, reason=HELD),
+        _category("extremism", "Extremism or radicalisation", 3, Action.HOLD, reason=HELD),
+        _category("hate", "Hate", 3, Action.HOLD, reason=HELD),
+        _category(
             "off_platform",
             "Moving the conversation off the platform, or keeping it secret",
-            severity=3,
-            action=Action.HOLD,
-            phrases=(
-                "snapchat", "snap me", "add me on snap", "whatsapp", "instagram", "insta", "tiktok", "telegram",
-                "discord", "kik", "wickr", "facebook", "messenger",
-                "add me", "dm me", "direct message me", "message me privately", "private message", "text me",
-                "call me", "ring me", "my number", "your number", "meet up", "meet me", "come over",
-                "dont tell anyone", "don't tell anyone", "do not tell anyone", "dont tell your parents",
-                "don't tell your mum", "don't tell your dad", "our secret", "our little secret", "keep it secret",
-                "keep this between us", "just between us", "delete this", "delete the messages", "delete your messages",
-            ),
+            3,
+            Action.HOLD,
             patterns=(PHONE, EMAIL, HANDLE),
             reason="Held for a teacher to check: keep conversations here, where everyone can see them.",
         ),
-        Category(
-            "self_harm",
-            "Self-harm or suicide risk",
-            severity=4,
-            action=Action.FLAG,
-            phrases=(
-                "kill myself", "killing myself", "want to die", "wanna die", "end my life", "end it all",
-                "suicide", "suicidal", "self harm", "self-harm", "harm myself", "hurt myself", "cut myself",
-                "cutting myself", "no reason to live", "better off dead", "better off without me",
-                "take my own life", "dont want to be alive", "don't want to be alive", "overdose",
-            ),
-            reason="A member of staff will check in with you.",
-            never_reject=True,
-        ),
-        Category(
-            "bullying",
-            "Bullying or harassment",
-            severity=2,
-            action=Action.FLAG,
-            phrases=(
-                "kill yourself", "kys", "go die", "nobody likes you", "no one likes you", "everyone hates you",
-                "you are worthless", "you're worthless", "youre worthless", "you are pathetic", "loser",
-                "freak", "you are ugly", "you're ugly", "youre ugly", "shut up fatty", "fatso",
-            ),
-        ),
-        Category(
-            "sexual",
-            "Sexual content",
-            severity=3,
-            action=Action.HOLD,
-            phrases=("nudes", "send nudes", "send pics", "naked", "porn", "sexting", "sexy pics", "horny"),
-            reason="Held for a teacher to check.",
-        ),
-        Category(
-            "hate",
-            "Hate",
-            severity=3,
-            action=Action.HOLD,
-            phrases=("go back to your country", "go back to where you came from", "white power", "heil hitler"),
-            reason="Held for a teacher to check.",
-        ),
-        Category(
+        _category(
             "personal_information",
             "Sharing personal information",
-            severity=2,
-            action=Action.HOLD,
-            phrases=(
-                "my address is", "i live at", "my password is", "my pin is", "my passcode is", "my home address",
-            ),
+            2,
+            Action.HOLD,
             patterns=(POSTCODE, STREET),
             reason="Held for a teacher to check: keep addresses and passwords private.",
         ),
@@ -135,15 +120,22 @@ CATEGORIES: dict[str, Category] = {
         # whether it flags or holds.
         Category("profanity", "Profanity", severity=1, action=Action.ALLOW, threshold=0.9),
     ]
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
 class Match:
     category: str
-    start: int  # in the original text
+    start: int  # in the original text (-1: found by the grammar, or in context)
     end: int
     text: str
+    in_context: bool = False  # found in this message read with the author's messages just before it
+
+    def as_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"category": self.category, "start": self.start, "end": self.end, "text": self.text}
+        if self.in_context:
+            shown["in_context"] = True
+        return shown
 
 
 @dataclass(frozen=True)
@@ -164,7 +156,7 @@ class Result:
                 {"category": category.key, "severity": category.severity, "label": category.label}
                 for category in self.found
             ],
-            "matches": [match.__dict__ for match in self.matches],
+            "matches": [match.as_dict() for match in self.matches],
             "scores": dict(self.scores),
         }
 
@@ -172,40 +164,46 @@ class Result:
 @dataclass
 class Screen:
     """A set of categories (the built-in ones, or a school's version of them) and their compiled phrase
-    lists: one automaton for words, one for words spelt out letter by letter."""
+    lists: one automaton for words, one for words spelt out letter by letter; and the intent grammar."""
 
     categories: dict[str, Category] = field(default_factory=dict)
     words: Any = field(default_factory=ahocorasick.Automaton)
     squashed: Any = field(default_factory=ahocorasick.Automaton)
+    learned: bool = True  # whether the learned model is read too (`moderation.learned`)
 
     @classmethod
     def build(cls, categories: dict[str, Category]) -> Screen:
         screen = cls(categories=categories)
         for key, category in categories.items():
-            for phrase in category.phrases:
-                folded = fold_phrase(phrase)
-                if not folded:
-                    continue
-                screen.words.add_word(f" {folded} ", (key, len(folded) + 2))
-                screen.squashed.add_word(folded.replace(" ", ""), (key, len(folded.replace(" ", ""))))
+            for severe, phrases in ((False, category.phrases), (True, category.severe)):
+                for phrase in phrases:
+                    folded = fold_phrase(phrase)
+                    if not folded:
+                        continue
+                    squashed = folded.replace(" ", "")
+                    # A phrase in two lists counts as severe: `add_word` keeps the last value given.
+                    if severe or (f" {folded} " not in screen.words):
+                        screen.words.add_word(f" {folded} ", (key, len(folded) + 2, severe))
+                    if severe or squashed not in screen.squashed:
+                        screen.squashed.add_word(squashed, (key, len(squashed), severe))
         for automaton in (screen.words, screen.squashed):
             if len(automaton):
                 automaton.make_automaton()
         return screen
 
-    def find(self, text: str, spelt: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int]]:
-        """(category, start, end) in folded text (see `moderation.normalize`)."""
-        found: list[tuple[str, int, int]] = []
+    def find(self, text: str, spelt: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int, bool]]:
+        """(category, start, end, severe) in folded text (see `moderation.normalize`)."""
+        found: list[tuple[str, int, int, bool]] = []
         if len(self.words) and text:
             padded = f" {text} "
-            for end, (key, length) in self.words.iter(padded):
+            for end, (key, length, severe) in self.words.iter(padded):
                 # In the padded text the phrase spans end-length+1..end; its letters sit one further in,
                 # and the padding shifts everything by one.
-                found.append((key, end - length + 1, end - 1))
+                found.append((key, end - length + 1, end - 1, severe))
         if len(self.squashed):
             for start, stop in spelt:
-                for end, (key, length) in self.squashed.iter(text[start:stop]):
-                    found.append((key, start + end - length + 1, start + end + 1))
+                for end, (key, length, severe) in self.squashed.iter(text[start:stop]):
+                    found.append((key, start + end - length + 1, start + end + 1, severe))
         return found
 
 
@@ -286,30 +284,54 @@ def _pattern_matches(text: str, categories: dict[str, Category]) -> list[Match]:
     return matches
 
 
-def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) -> Result:
+CONTEXT = 3  # the author's messages just before this one that screening reads with it
+
+
+def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True, context: Sequence[str] = ()) -> Result:
     """What screening finds in `text`, and the action its most serious category asks for.
 
     With `spans`, each phrase found is located in the original text (a slower, letter-by-letter
     fold, done only when something was found); without, a phrase match gives the folded phrase and
-    no position (start and end -1), which is all the send path needs.
+    no position (start and end -1), which is all the send path needs. What the intent grammar finds
+    has no position: its match gives the folded words.
+
+    `context` is the same author's messages just before this one, oldest first: what they say
+    together counts too ("i want to" / "not wake up"), marked as found in context.
     """
     screen = screen or default_screen()
     categories = screen.categories
     matches = _pattern_matches(text, categories)
     folded_text, spelt = quick_fold(text)
     found = screen.find(folded_text, spelt)
+    severe = {key for key, _, _, grave in found if grave}
     if found and spans:
         folded = fold(text)  # gives the same text as quick_fold, with where each letter came from
-        for key, start, end in screen.find(folded.text, folded.spelt):
+        for key, start, end, _ in screen.find(folded.text, folded.spelt):
             first, last = folded.span(start, end)
             matches.append(Match(key, first, last, text[first:last]))
     elif found:
-        matches.extend(Match(key, -1, -1, folded_text[start:end]) for key, start, end in found)
+        matches.extend(Match(key, -1, -1, folded_text[start:end]) for key, start, end, _ in found)
+    for finding in intent.find(text):
+        if finding.category in categories:
+            matches.append(Match(finding.category, -1, -1, finding.text))
+            if finding.severe:
+                severe.add(finding.category)
+    if context:
+        matches.extend(_in_context(text, list(context[-CONTEXT:]), screen, severe))
+    discussing = _discussing(folded_text)
+    if discussing:
+        matches = [m for m in matches if m.category in FIRST_PERSON or (m.start >= 0 and _pattern(m, categories))]
+    elif screen.learned:  # what the lists and the grammar did not name (they explain themselves better)
+        named = {m.category for m in matches}
+        matches.extend(m for m in _learned(text, list(context[-CONTEXT:]), categories) if m.category not in named)
     scores = _scores(folded_text, categories)
     if not matches and not scores:
         return Result(Action.ALLOW, 0, (), ())
-    matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category))
-    found_in = tuple(categories[key] for key in dict.fromkeys([*(m.category for m in matches), *dict(scores)]))
+    matches = sorted(set(matches), key=lambda m: (m.start, m.end, m.category, m.text))
+    found_in = tuple(
+        categories[key].graver() if key in severe else categories[key]
+        for key in dict.fromkeys([*(m.category for m in matches), *dict(scores)])
+    )
     worst = max(found_in, key=lambda c: (ORDER[c.action], c.severity))
     action = max((c.action for c in found_in), key=ORDER.__getitem__)
     if action == Action.REJECT and any(c.never_reject for c in found_in):
@@ -323,6 +345,79 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True) 
         reason=worst.reason,
         scores=scores,
     )
+
+
+# Categories whose phrases and rules speak in the first person ("i want to die", "my dad hits me"): a
+# message that discusses a lesson or a book still counts for them.
+FIRST_PERSON = {"self_harm", "abuse_disclosure"}
+
+
+@cache
+def _discussion_markers() -> Any:
+    automaton = ahocorasick.Automaton()
+    for phrase in lexicon.load("discussion")[0]:
+        folded = fold_phrase(phrase)
+        if folded:
+            automaton.add_word(f" {folded} ", folded)
+    automaton.make_automaton()
+    return automaton
+
+
+def _discussing(folded_text: str) -> bool:
+    """Does the message frame itself as discussing a subject (a lesson, a book, the news)? See
+    `data/lexicon/discussion.txt`."""
+    markers = _discussion_markers()
+    return len(markers) > 0 and next(markers.iter(f" {folded_text} "), None) is not None
+
+
+def _pattern(match: Match, categories: dict[str, Category]) -> bool:
+    """Was `match` found by a contact pattern (a phone number, an address), which a lesson does not excuse?"""
+    return any(pattern.fullmatch(match.text) for pattern in categories[match.category].patterns)
+
+
+def _learned(text: str, context: list[str], categories: dict[str, Category]) -> list[Match]:
+    """What the learned model finds in this message, read with the author's last messages: each finding
+    names the words that weighed most (`moderation.learned`)."""
+    model = learned.model()
+    if model is None:
+        return []
+    found = model.find(" ".join([*context, text]))
+    if found and context:  # only what this message adds: what the earlier ones said was screened with them
+        before = {category for category, _, _ in model.find(" ".join(context))}
+        found = [finding for finding in found if finding[0] not in before]
+    return [
+        Match(category, -1, -1, "model: " + ", ".join(words), in_context=bool(context))
+        for category, _, words in found
+        if category in categories
+    ]
+
+
+def _words(text: str, screen: Screen, severe: set[str]) -> set[tuple[str, str]]:
+    """(category, words) that phrases and the grammar find in `text`; severe categories go in `severe`."""
+    folded_text, spelt = quick_fold(text)
+    found: set[tuple[str, str]] = set()
+    for key, start, end, grave in screen.find(folded_text, spelt):
+        found.add((key, folded_text[start:end]))
+        if grave:
+            severe.add(key)
+    for finding in intent.find(text):
+        if finding.category in screen.categories:
+            found.add((finding.category, finding.text))
+            if finding.severe:
+                severe.add(finding.category)
+    return found
+
+
+def _in_context(text: str, context: list[str], screen: Screen, severe: set[str]) -> list[Match]:
+    """What the author's last messages and this one say together and not apart: the messages joined
+    into one (a sentence may run on from one message into the next), less what the earlier messages
+    say without this one (screened when they were sent)."""
+    earlier = _words(" ".join(context), screen, set())
+    grave: set[str] = set()
+    together = _words(" ".join([*context, text]), screen, grave)
+    new = together - earlier - _words(text, screen, set())
+    severe |= {key for key, _ in new} & grave
+    return [Match(key, -1, -1, words, in_context=True) for key, words in sorted(new)]
 
 
 def _scores(folded_text: str, categories: dict[str, Category]) -> tuple[tuple[str, float], ...]:

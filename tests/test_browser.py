@@ -28,12 +28,12 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
-from classes.models import Enrollment, School
+from classes.models import Enrollment, School, User
 from classes.services import enroll
 from messaging import services
 from messaging.live import tell_user
 from messaging.models import Message, Room
-from moderation.models import AccessRecord
+from moderation.models import AccessRecord, ModerationSettings
 from tests.conftest import CHROMIUM, SchoolPeople, make_school
 from tests.servers import Proxy, daphne_processes, database_proxy, the_database_url
 from tests.test_e2e import servers
@@ -684,3 +684,36 @@ def test_the_client_asks_why_when_a_member_becomes_an_outside_reader(
     with scopes_disabled():
         look = AccessRecord.objects.get(reviewer=people.moderator)
     assert (look.kind, look.reason, look.reason_text) == ("room", "other", "Cover for Ms Test")
+
+
+def test_a_cry_for_help_is_withheld_answered_and_reaches_the_lead(
+    browser: Browser, servers: list[int], people: SchoolPeople, room: Room
+) -> None:
+    """A student writes that they want to end their life: they see their message with Commonroom's answer
+    and the school's sources of help; a classmate never sees it; the safeguarding lead is alerted at once."""
+    with scopes_disabled():
+        ModerationSettings.objects.create(
+            school=people.school, help_sources="Childline: 0800 1111\nSamaritans: 116 123"
+        )
+        classmate = User.objects.create_user(
+            "w.classmate", password="pw", school=people.school, role=User.Role.STUDENT, given_name="Cal"
+        )
+        enroll(actor=None, school_class=people.school_class, user=classmate, role=Enrollment.Role.STUDENT)
+    lead = open_page(signed_in(browser, servers[1], people.safeguarding_lead), f"{base(servers[1])}/")
+    expect(lead.locator("#connection")).to_have_attribute("data-state", "connected")
+    theirs = open_room(signed_in(browser, servers[1], classmate), servers[1], room)
+    student = open_room(signed_in(browser, servers[0], people.student), servers[0], room)
+    post(student, "honestly i want to unalive myself tonight")
+    line = lines(student, "unalive myself")
+    answer = line.locator(".answer")
+    expect(answer).to_contain_text("A trusted adult at school will check in with you soon.")
+    expect(answer).to_contain_text("Childline: 0800 1111")
+    expect(answer).to_contain_text("Samaritans: 116 123")
+    alert = lead.locator("#alerts .alert-line")
+    expect(alert).to_contain_text("Self-harm or suicide risk")
+    expect(alert).not_to_contain_text("unalive")
+    # The classmate sees the student's next, ordinary message, and never the one before it.
+    post(student, "anyway what page is the homework on")
+    expect(lines(theirs, "what page is the homework on")).to_have_count(1)
+    expect(lines(theirs, "unalive")).to_have_count(0)
+    accessible(student)

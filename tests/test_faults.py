@@ -77,6 +77,12 @@ async def send(ws: ClientConnection, room: int, body: str, client_id: str | None
     return dict(answer["message"])
 
 
+async def look(ws: ClientConnection, room: int) -> None:
+    """A moderator or the safeguarding lead, who read the room from outside it, say why first."""
+    await ws.send(json.dumps({"type": "look", "room": room, "reason": "case", "reason_text": ""}))
+    await frames_until(ws, "looking")
+
+
 async def sync(ws: ClientConnection, room: int, after: int) -> list[dict[str, Any]]:
     """Every message of the room after `after`, as the server replays them (following `more`)."""
     replayed: list[dict[str, Any]] = []
@@ -248,6 +254,7 @@ def test_a_server_killed_under_load_keeps_every_acknowledged_message_once(
                             await send(ws, room, body, client_id)
             async with open_socket(survivor, cookie[people.moderator.pk]) as reader:
                 await frames_until(reader, "ready")
+                await look(reader, room)
                 return await sync(reader, room, 0)
 
         replayed = asyncio.run(resend_unacknowledged())
@@ -369,6 +376,7 @@ def test_a_client_that_stops_reading_holds_up_nobody_and_is_dropped(
             async def busy_room() -> list[int]:
                 async with open_socket(server, cookie[people.safeguarding_lead.pk]) as reader:
                     room = await class_room(reader)
+                    await look(reader, room)
                     bodies = {}
 
                     async def burst(user: Any) -> None:

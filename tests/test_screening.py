@@ -29,9 +29,9 @@ from moderation.screening import CATEGORIES, Action, Match, screen_text
         ("$napchat", "off_platform"),  # leetspeak
         ("snaaaapchat", "off_platform"),  # repeated letters
         ("DM me later", "off_platform"),
-        ("don\u2019t tell anyone", "off_platform"),  # a typographic apostrophe
-        ("dont tell anyone about this", "off_platform"),
-        ("delete this after you read it", "off_platform"),
+        ("don\u2019t tell anyone we talk", "off_platform"),  # a typographic apostrophe
+        ("dont tell anyone we talk", "off_platform"),
+        ("delete this chat after you read it", "off_platform"),
         ("ring me on 07700 900 123", "off_platform"),
         ("+44 7700 900123", "off_platform"),
         ("my email is amy.pond@example.co.uk", "off_platform"),
@@ -83,18 +83,18 @@ def test_what_screening_leaves_alone(text: str) -> None:
 
 
 def test_matches_point_at_what_was_written() -> None:
-    text = "ok, a d d  m e on $napchat!"
+    text = "ok, 4dd m3 on $napchat! and d e l e t e  t h i s  c h a t"
     assert [(m.start, m.end, m.text) for m in screen_text(text).matches] == [
-        (4, 14, "a d d  m e"),
-        (18, 26, "$napchat"),
+        (4, 22, "4dd m3 on $napchat"),
+        (28, 57, "d e l e t e  t h i s  c h a t"),
     ]
 
 
 def test_the_most_serious_category_decides() -> None:
-    result = screen_text("dont tell anyone but I want to kill myself")
+    result = screen_text("dont tell anyone we talk, I want to kill myself")
     assert set(result.categories) == {"off_platform", "self_harm"}
-    assert result.severity == 4
-    assert result.action == Action.HOLD  # off-platform holds; self-harm alone would flag
+    assert result.severity == 4  # self-harm's
+    assert result.action == Action.HOLD
 
 
 def test_a_cry_for_help_is_never_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,7 @@ def test_the_screen_command_prints_a_json_line_per_message(monkeypatch: pytest.M
     assert first == {"verdict": "allow", "severity": 0, "categories": [], "matches": [], "scores": {}}
     assert second["verdict"] == "hold"
     assert second["categories"][0]["category"] == "off_platform"
-    assert {"category": "off_platform", "start": 0, "end": 6, "text": "add me"} in second["matches"]
+    assert {"category": "off_platform", "start": 0, "end": 14, "text": "add me on snap"} in second["matches"]
 
 
 @pytest.mark.django_db

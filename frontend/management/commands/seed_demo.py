@@ -21,6 +21,7 @@ from classes.roster_import import import_bundle
 from classes.rostergen import RosterSpec, school_year_end, write_bundle
 from classes.services import attach_to_cohort, change_school_settings, enroll, grant_role
 from messaging.services import current_policy, publish_policy
+from moderation.models import ModerationSettings
 
 DEMO_PASSWORD = "commonroom-demo"  # noqa: S105  (printed for the demo; never used outside it)
 PREFIX = "demo"
@@ -103,6 +104,11 @@ class Command(BaseCommand):
             # The demo chats straight away: class rooms start open in the demo school.
             change_school_settings(
                 actor=None, school=school, class_rooms_start_open=True, sign_in_message=DEMO_SIGN_IN_MESSAGE
+            )
+            # Where a student who tells of self-harm or abuse is pointed to at once: what a UK school would
+            # use, as placeholders a real school replaces with its own.
+            ModerationSettings.objects.update_or_create(
+                school=school, defaults={"help_sources": "Childline: 0800 1111\nSamaritans: 116 123"}
             )
             # A first visit shows the acceptable-use policy, as it would in a real school.
             if current_policy(people["demo.teacher"]) is None:

@@ -536,7 +536,20 @@ function render(item, message) {
     body.textContent = message.body;
   }
   const parts = [meta, body];
-  if (message.state === "held") parts.push(note("state-note", "Waiting for a member of staff to check it."));
+  if (message.note) {
+    // Commonroom's answer to its author (a cry for help is answered at once, with where to find help).
+    const answer = document.createElement("div");
+    answer.className = "answer";
+    answer.setAttribute("role", "note");
+    for (const line of message.note.split("\n")) {
+      const text = document.createElement("p");
+      text.textContent = line;
+      answer.append(text);
+    }
+    parts.push(answer);
+  } else if (message.state === "held") {
+    parts.push(note("state-note", "Waiting for a member of staff to check it."));
+  }
   const actions = messageActions(message);
   if (actions) parts.push(actions);
   item.replaceChildren(...parts);
