@@ -28,10 +28,10 @@ from tests.conftest import SchoolPeople, make_school
 
 CORPUS = Path(__file__).resolve().parent / "data" / "screening"
 
-# Where screening stands on the held-back corpus (recall 0.57, self-harm 0.47, abuse 0.75, 30.5 false
+# Where screening stands on the held-back corpus (recall 0.58, self-harm 0.50, abuse 0.79, 32.6 false
 # alarms per 1,000 ordinary messages when this was written): floors a little under, so that a regression
 # fails. The targets are higher (recall 0.95, self-harm and abuse 1.00, at most 10 per 1,000).
-FLOORS = {"recall": 0.55, "self_harm": 0.45, "abuse_disclosure": 0.70, "false_alarms_per_1000": 35.0}
+FLOORS = {"recall": 0.56, "self_harm": 0.47, "abuse_disclosure": 0.75, "false_alarms_per_1000": 36.0}
 
 
 def test_screening_on_the_held_back_corpus() -> None:
@@ -233,7 +233,7 @@ def test_the_screen_command_evaluates_a_corpus(tmp_path: Path) -> None:
 
 
 def test_the_model_retrains_from_a_corpus(tmp_path: Path) -> None:
-    samples = evaluation.read_corpus([CORPUS / "dev"])[::3]
+    samples = evaluation.read_corpus([CORPUS / "dev"])[::8]
     texts = [" ".join([*s.context, s.text]) for s in samples]
     labels = [s.category if s.harmful else learned.ORDINARY for s in samples]
     target = tmp_path / "model.npz"
