@@ -39,14 +39,16 @@ def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
     raise AppendOnlyError("Audit records are append-only: they cannot be changed or deleted.")
 
 
-class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+class AppendOnlyQuerySet(models.QuerySet[Any]):
+    """Rows that are added, never changed or deleted (the database's triggers refuse it too)."""
+
     update = _refuse
     delete = _refuse
     bulk_update = _refuse
     update_or_create = _refuse
 
 
-_AuditEventManager = models.Manager.from_queryset(AuditEventQuerySet)
+_AppendOnlyManager = models.Manager.from_queryset(AppendOnlyQuerySet)
 
 
 class AuditEvent(models.Model):
@@ -81,8 +83,8 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, db_index=True)
 
-    objects: ClassVar[models.Manager[AuditEvent]] = ScopedManager(_manager_class=_AuditEventManager, school="school")
-    all_chains: ClassVar[models.Manager[AuditEvent]] = _AuditEventManager()
+    objects: ClassVar[models.Manager[AuditEvent]] = ScopedManager(_manager_class=_AppendOnlyManager, school="school")
+    all_chains: ClassVar[models.Manager[AuditEvent]] = _AppendOnlyManager()
 
     class Meta:
         ordering = ["chain", "seq"]
@@ -123,16 +125,6 @@ class AuditChainHead(models.Model):
         return f"{self.chain} at {self.seq}"
 
 
-class AuditCheckpointQuerySet(models.QuerySet["AuditCheckpoint"]):
-    update = _refuse
-    delete = _refuse
-    bulk_update = _refuse
-    update_or_create = _refuse
-
-
-_AuditCheckpointManager = models.Manager.from_queryset(AuditCheckpointQuerySet)
-
-
 class AuditCheckpoint(models.Model):
     """A signed checkpoint of a chain, recorded in the database as `audit_checkpoint` writes it to the
     chain's checkpoint file.
@@ -157,7 +149,7 @@ class AuditCheckpoint(models.Model):
     signature = models.CharField(max_length=128)
     key = models.CharField(max_length=64)
 
-    objects: ClassVar[models.Manager[AuditCheckpoint]] = _AuditCheckpointManager()
+    objects: ClassVar[models.Manager[AuditCheckpoint]] = _AppendOnlyManager()
 
     class Meta:
         ordering = ["chain", "seq"]

@@ -13,6 +13,7 @@ enrollment. Nothing else decides it.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
@@ -69,29 +70,28 @@ def taking_part(rows: QuerySet[Enrollment] | QuerySet[CohortMembership] | QueryS
     return rows.filter(takes_part("user__")).exclude(Exists(provisions(OuterRef("user_id"))))
 
 
-def class_people(class_ids: Iterable[int], today: date) -> dict[int, People]:
-    """Everyone who takes part in each of these classes on `today`, and the adults among them."""
+def _people(rows: Iterable[tuple[int, int, str]]) -> dict[int, People]:
+    """(owner id, person id, person's role) rows as everyone by owner, and the adults among them."""
     found: dict[int, People] = defaultdict(lambda: (set(), set()))
-    rows = taking_part(current(Enrollment.objects.filter(school_class_id__in=list(class_ids)), today))
-    for class_id, user_id, role in rows.values_list("school_class_id", "user_id", "user__role"):
-        everyone, adults = found[class_id]
+    for owner_id, user_id, role in rows:
+        everyone, adults = found[owner_id]
         everyone.add(user_id)
         if is_adult(role):
             adults.add(user_id)
     return found
 
 
+def class_people(class_ids: Iterable[int], today: date) -> dict[int, People]:
+    """Everyone who takes part in each of these classes on `today`, and the adults among them."""
+    enrolled = taking_part(current(Enrollment.objects.filter(school_class_id__in=list(class_ids)), today))
+    return _people(enrolled.values_list("school_class_id", "user_id", "user__role"))
+
+
 def cohort_people(cohort_ids: Iterable[int]) -> dict[int, People]:
     """Everyone who takes part in each of these cohorts' rooms now (its current students and its
     staff), and the adults among them."""
     ids = list(cohort_ids)
-    found: dict[int, People] = defaultdict(lambda: (set(), set()))
     places = taking_part(CohortMembership.objects.filter(cohort_id__in=ids, end_date__isnull=True))
     staff = taking_part(CohortStaff.objects.filter(cohort_id__in=ids, active=True))
-    for rows in (places, staff):
-        for cohort_id, user_id, role in rows.values_list("cohort_id", "user_id", "user__role"):
-            everyone, adults = found[cohort_id]
-            everyone.add(user_id)
-            if is_adult(role):
-                adults.add(user_id)
-    return found
+    columns = ("cohort_id", "user_id", "user__role")
+    return _people(itertools.chain(places.values_list(*columns), staff.values_list(*columns)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from channels.db import database_sync_to_async
+from django.db import connection, connections, transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django_scopes import scopes_disabled
 
@@ -240,3 +241,10 @@ def no_cooling_down() -> Iterator[None]:
     _cooling_down.clear()
     yield
     _cooling_down.clear()
+
+
+@pytest.fixture
+async def close_thread_connections() -> AsyncIterator[None]:
+    """Consumers reach the database from the sync thread; close its connections so the test database can go."""
+    yield
+    await database_sync_to_async(connections.close_all)()

@@ -18,12 +18,15 @@ from tests import test_socket
 from tests.conftest import SchoolPeople
 from tests.test_socket import connect, send_and_ack, until
 
-# The socket tests' fixtures: a school with open class rooms, its class room, connections closed after.
+# The socket tests' fixtures: a school with open class rooms, its class room; connections closed after.
 people = test_socket.people
 room = test_socket.room
-close_thread_connections = test_socket.close_thread_connections
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("close_thread_connections"),
+]
 
 
 async def frames_until_quiet(communicator: Any, timeout: float = 0.3) -> list[dict[str, Any]]:

@@ -4,13 +4,11 @@ and every other text (emoji sequences, right-to-left scripts, combining accents)
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
 from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -219,12 +217,6 @@ class TestReasonsAndNotes:
         with pytest.raises(MessagingError) as refused:
             cases.escalate(user=school_a.teacher, case_id=case.pk, reason="\ufeff")
         assert refused.value.code == "reason_required"
-
-
-@pytest.fixture
-async def close_thread_connections() -> AsyncIterator[None]:
-    yield
-    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.mark.django_db(transaction=True)

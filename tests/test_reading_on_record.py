@@ -5,14 +5,12 @@ why first, and show in the school's "who looked" for the people whose messages t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import time_machine
 from channels.db import database_sync_to_async
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 from django_scopes import scopes_disabled
@@ -62,13 +60,6 @@ def subjects_of(look: AccessRecord) -> set[int]:
 
 
 # -- on the socket -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def close_thread_connections() -> AsyncIterator[None]:
-    """Consumers reach the database from the sync thread; close its connections so the test database can go."""
-    yield
-    await database_sync_to_async(connections.close_all)()
 
 
 @pytest.mark.django_db(transaction=True)

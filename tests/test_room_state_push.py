@@ -9,36 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from classes import services
 from classes.models import Enrollment, SchoolClass, User
 from messaging import services as messaging
-from messaging.consumers import ChatConsumer
 from messaging.models import Room
 from messaging.rooms import sync_rooms
 from moderation import cases
 from moderation.models import Case
 from tests.conftest import SchoolPeople, make_school
+from tests.test_socket import connect
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-@pytest.fixture(autouse=True)
-async def close_thread_connections() -> AsyncIterator[None]:
-    yield
-    await database_sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("close_thread_connections"),
+]
 
 
 @pytest.fixture
@@ -56,16 +52,6 @@ def small(people: SchoolPeople) -> int:
             Enrollment.objects.create(school=people.school, school_class=klass, user=user, role=role)
         sync_rooms([people.school.pk])
         return Room.objects.get(school_class=klass).pk
-
-
-async def connect(user: User) -> tuple[WebsocketCommunicator, dict[str, Any]]:
-    socket = WebsocketCommunicator(ChatConsumer.as_asgi(), "/ws/")
-    socket.scope["user"] = user
-    connected, _ = await socket.connect()
-    assert connected
-    ready = await socket.receive_json_from()
-    assert ready["type"] == "ready"
-    return socket, ready
 
 
 async def state_of(socket: WebsocketCommunicator, room: int, timeout: float = 2) -> dict[str, Any]:

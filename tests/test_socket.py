@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,7 +17,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, transaction
 from django.test import override_settings
 from django_scopes import scopes_disabled
 
@@ -29,14 +28,11 @@ from messaging.models import Room
 from messaging.sockets import SocketCount
 from tests.conftest import SchoolPeople, make_school
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-
-@pytest.fixture(autouse=True)
-async def close_thread_connections() -> AsyncIterator[None]:
-    """Consumers reach the database from the sync thread; close its connections so the test database can go."""
-    yield
-    await database_sync_to_async(connections.close_all)()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("close_thread_connections"),
+]
 
 
 @pytest.fixture

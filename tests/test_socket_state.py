@@ -915,13 +915,6 @@ def _shown_live(frames: list[dict[str, Any]], message_id: int) -> dict[str, Any]
 
 
 @pytest.fixture
-async def close_thread_connections() -> AsyncIterator[None]:
-    """Consumers reach the database from the sync thread; close its connections so the test database can go."""
-    yield
-    await database_sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
 def held_school(settings: Any, close_thread_connections: None) -> tuple[SchoolPeople, int]:
     settings.COMMONROOM_SCREENERS = ["tests.test_socket_state.hold_marked"]
     people = make_school("Held School", "h", open_class_rooms=True)
