@@ -11,7 +11,6 @@ are about: the operator shows in that school's "who looked" for them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +22,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from audit import looks
@@ -81,10 +79,7 @@ class AuditEventAdmin(PermissionBeforeLookup, admin.ModelAdmin[AuditEvent]):
         return [reason, *super().get_urls()]
 
     def _held_reason(self, request: HttpRequest) -> looks.GivenReason | None:
-        held = request.session.get(REASON_KEY)
-        if not isinstance(held, dict) or held.get("until", 0) < timezone.now().timestamp():
-            return None
-        return looks.GivenReason(held["reason"], held["text"])
+        return looks.held(request.session, REASON_KEY)
 
     def _asked(self, request: HttpRequest) -> looks.GivenReason | HttpResponse | None:
         """The operator's reason; the reason form if they have given none lately; None for anyone who is
@@ -109,8 +104,7 @@ class AuditEventAdmin(PermissionBeforeLookup, admin.ModelAdmin[AuditEvent]):
             except looks.InvalidReason as exc:
                 error = str(exc)
             else:
-                until = timezone.now() + timedelta(minutes=REASON_MINUTES)
-                request.session[REASON_KEY] = {"reason": reason.reason, "text": reason.text, "until": until.timestamp()}
+                looks.hold(request.session, REASON_KEY, reason, REASON_MINUTES)
                 return redirect(self._next(request))
         context = {
             **self.admin_site.each_context(request),

@@ -13,6 +13,7 @@ missing receiver can never turn into reading off the record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,29 @@ class GivenReason:
     @property
     def label(self) -> str:
         return str(Reason(self.reason).label)
+
+
+def hold(session: Any, key: str, reason: GivenReason, minutes: int, *, within: str | None = None) -> None:
+    """Remember a reason in a person's session for `minutes` (under `within`: one a room, say), so that
+    they are not asked again on every page; lapsed ones are dropped as new ones are held."""
+    now = time.time()
+    until = now + minutes * 60
+    given = {"reason": reason.reason, "text": reason.text, "until": until}
+    if within is None:
+        session[key] = given
+        return
+    kept = {name: value for name, value in (session.get(key) or {}).items() if value.get("until", 0) >= now}
+    session[key] = {**kept, within: given}
+
+
+def held(session: Any, key: str, *, within: str | None = None) -> GivenReason | None:
+    """The reason held in a session under `key` (and `within`), if it has not lapsed."""
+    found = session.get(key)
+    if within is not None:
+        found = (found or {}).get(within) if isinstance(found, dict) else None
+    if not isinstance(found, dict) or found.get("until", 0) < time.time():
+        return None
+    return GivenReason(found["reason"], found["text"])
 
 
 class InvalidReason(ValueError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import timedelta
 from itertools import groupby
 from typing import Any, cast
 from urllib.parse import quote
@@ -24,12 +23,12 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 from django_scopes import scopes_disabled
 
+from audit import looks
 from classes.models import CohortMembership, CohortStaff, Enrollment, School, StaffRole, User
 from messaging import services
 from messaging.models import Message, PolicyAcceptance
@@ -139,20 +138,11 @@ ROOM_REASON_MINUTES = 30
 
 
 def _room_reason(request: HttpRequest, room_id: int) -> review.Reason | None:
-    held = (request.session.get(ROOM_REASONS) or {}).get(str(room_id))
-    if not held or held.get("until", 0) < timezone.now().timestamp():
-        return None
-    return review.Reason(held["reason"], held["text"])
+    return looks.held(request.session, ROOM_REASONS, within=str(room_id))
 
 
 def _hold_room_reason(request: HttpRequest, room_id: int, reason: review.Reason) -> None:
-    now = timezone.now().timestamp()
-    held = {key: value for key, value in (request.session.get(ROOM_REASONS) or {}).items() if value["until"] >= now}
-    until = now + ROOM_REASON_MINUTES * 60
-    request.session[ROOM_REASONS] = {
-        **held,
-        str(room_id): {"reason": reason.reason, "text": reason.text, "until": until},
-    }
+    looks.hold(request.session, ROOM_REASONS, reason, ROOM_REASON_MINUTES, within=str(room_id))
 
 
 @require_http_methods(["GET", "POST"])
@@ -338,10 +328,7 @@ def _reviewer(request: HttpRequest) -> User:
 
 
 def _review_reason(request: HttpRequest) -> review.Reason | None:
-    held = request.session.get(REVIEW_REASON)
-    if not held or held.get("until", 0) < timezone.now().timestamp():
-        return None
-    return review.Reason(held["reason"], held["text"])
+    return looks.held(request.session, REVIEW_REASON)
 
 
 def _ask_reason(request: HttpRequest) -> HttpResponse:
@@ -360,11 +347,7 @@ def review_home(request: HttpRequest) -> HttpResponse:
         except review.InvalidReview as exc:
             error = str(exc)
         else:
-            request.session[REVIEW_REASON] = {
-                "reason": reason.reason,
-                "text": reason.text,
-                "until": (timezone.now() + timedelta(minutes=REVIEW_REASON_MINUTES)).timestamp(),
-            }
+            looks.hold(request.session, REVIEW_REASON, reason, REVIEW_REASON_MINUTES)
             return redirect(_safe_next(request, "/review/search/"))
     return render(
         request,
