@@ -188,7 +188,7 @@ def grant_role(
 ) -> StaffRole:
     if user.school_id != school.pk:
         raise ProvisioningError(f"{user} is not a member of {school}.")
-    if user.role == User.Role.STUDENT:
+    if not membership.is_adult(user.role):
         raise ProvisioningError("Students cannot hold staff roles.")
     if role not in StaffRole.Role.values:
         raise ProvisioningError(f"{role!r} is not a staff role.")

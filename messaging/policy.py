@@ -355,7 +355,7 @@ def posting_refusal(
     state = state or room_state(room, now, people)
     if state.state != State.OPEN:
         return Refusal(f"room_{state.state.value}", state.reason)
-    if user.role != User.Role.STUDENT:
+    if membership.is_adult(user.role):
         return None
     with scopes_disabled():
         reason = mutes_of(user).get(room.pk)
@@ -372,7 +372,7 @@ def personal_refusal(
     now = now or timezone.now()
     if user.pk not in (people or members(room, now))[0]:
         return NOT_A_MEMBER
-    if user.role != User.Role.STUDENT:
+    if membership.is_adult(user.role):
         return None
     return _student_refusal(user, room, now)
 

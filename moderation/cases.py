@@ -26,6 +26,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from audit.services import audited, record
+from classes import membership
 from classes.models import User
 from classes.signals import membership_changed, sessions_ended
 from messaging import live
@@ -93,7 +94,7 @@ def open_or_join(
     this is more serious). Runs inside the caller's transaction. A case is about staff conduct when a
     member of staff wrote the message, or when it tells of abuse by a member of staff (`about_staff`):
     either way it goes past the room's staff, to the allegations contact or the safeguarding lead."""
-    staff_conduct = message.author.role != User.Role.STUDENT or about_staff
+    staff_conduct = membership.is_adult(message.author.role) or about_staff
     level = starting_level(severity, staff_conduct)
     with scopes_disabled():
         try:
