@@ -35,17 +35,15 @@ EXPLAIN = 3  # features named in a finding
 
 def features(folded: str) -> Counter[str]:
     """Character n-grams (3 to 5) of each word padded with spaces, and words and pairs of words."""
-    counted: Counter[str] = Counter()
     words = folded.split()
+    grams: list[str] = []
     for word in words:
         padded = f" {word} "
         for size in (3, 4, 5):
-            for start in range(len(padded) - size + 1):
-                counted[padded[start : start + size]] += 1
-        counted[f"w:{word}"] += 1
-    for first, second in itertools.pairwise(words):
-        counted[f"w:{first} {second}"] += 1
-    return counted
+            grams.extend(padded[start : start + size] for start in range(len(padded) - size + 1))
+    grams.extend(f"w:{word}" for word in words)
+    grams.extend(f"w:{first} {second}" for first, second in itertools.pairwise(words))
+    return Counter(grams)
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,11 @@ class Model:
     threshold: float  # the probability of being harmful (not ordinary) from which a message counts
     names: tuple[str, ...]
 
-    def probabilities(self, text: str) -> tuple[np.ndarray[Any, np.dtype[np.float64]], list[int], np.ndarray[Any, Any]]:
-        counted = features(quick_fold(text[:MAX_CHARACTERS])[0])
+    def probabilities(
+        self, text: str, folded: str | None = None
+    ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], list[int], np.ndarray[Any, Any]]:
+        """The probability of each class for `text` (or for its folding, `folded`, when the caller has it)."""
+        counted = features(folded if folded is not None else quick_fold(text[:MAX_CHARACTERS])[0])
         columns = [self.index[name] for name in counted if name in self.index]
         if not columns:
             scores = self.bias.astype(np.float64)
@@ -72,10 +73,10 @@ class Model:
         exp = np.exp(scores - scores.max())
         return exp / exp.sum(), columns, values
 
-    def find(self, text: str) -> list[tuple[str, float, tuple[str, ...]]]:
+    def find(self, text: str, folded: str | None = None) -> list[tuple[str, float, tuple[str, ...]]]:
         """(category, probability, the features that weighed most) when the message is more likely harmful
         than the threshold allows: the likeliest harmful category, with its probability."""
-        probabilities, columns, values = self.probabilities(text)
+        probabilities, columns, values = self.probabilities(text, folded)
         ordinary = self.classes.index(ORDINARY)
         if 1.0 - probabilities[ordinary] < self.threshold:
             return []

@@ -323,7 +323,8 @@ def screen_text(text: str, screen: Screen | None = None, *, spans: bool = True, 
         matches = [m for m in matches if m.category in FIRST_PERSON or (m.start >= 0 and _pattern(m, categories))]
     elif screen.learned:  # what the lists and the grammar did not name (they explain themselves better)
         named = {m.category for m in matches}
-        matches.extend(m for m in _learned(text, list(context[-CONTEXT:]), categories) if m.category not in named)
+        found_by_model = _learned(text, list(context[-CONTEXT:]), categories, folded_text)
+        matches.extend(m for m in found_by_model if m.category not in named)
     scores = _scores(folded_text, categories)
     if not matches and not scores:
         return Result(Action.ALLOW, 0, (), ())
@@ -375,13 +376,13 @@ def _pattern(match: Match, categories: dict[str, Category]) -> bool:
     return any(pattern.fullmatch(match.text) for pattern in categories[match.category].patterns)
 
 
-def _learned(text: str, context: list[str], categories: dict[str, Category]) -> list[Match]:
+def _learned(text: str, context: list[str], categories: dict[str, Category], folded_text: str) -> list[Match]:
     """What the learned model finds in this message, read with the author's last messages: each finding
     names the words that weighed most (`moderation.learned`)."""
     model = learned.model()
     if model is None:
         return []
-    found = model.find(" ".join([*context, text]))
+    found = model.find(" ".join([*context, text])) if context else model.find(text, folded_text)
     if found and context:  # only what this message adds: what the earlier ones said was screened with them
         before = {category for category, _, _ in model.find(" ".join(context))}
         found = [finding for finding in found if finding[0] not in before]
