@@ -698,7 +698,12 @@ def test_a_cry_for_help_is_withheld_answered_and_reaches_the_lead(
         classmate = User.objects.create_user(
             "w.classmate", password="pw", school=people.school, role=User.Role.STUDENT, given_name="Cal"
         )
-        enroll(actor=None, school_class=people.school_class, user=classmate, role=Enrollment.Role.STUDENT)
+
+    def join() -> None:  # enrolling publishes live events: in a thread of its own, beside Playwright's loop
+        with scopes_disabled(), transaction.atomic():
+            enroll(actor=None, school_class=people.school_class, user=classmate, role=Enrollment.Role.STUDENT)
+
+    elsewhere(join)
     lead = open_page(signed_in(browser, servers[1], people.safeguarding_lead), f"{base(servers[1])}/")
     expect(lead.locator("#connection")).to_have_attribute("data-state", "connected")
     theirs = open_room(signed_in(browser, servers[1], classmate), servers[1], room)
