@@ -65,6 +65,8 @@ def parse(text: str) -> tuple[list[Rule], re.Pattern[str]]:
 
 
 def _rule(head: str, body: str, slots: dict[str, str], number: int) -> Rule:
+    if "|" in body:
+        raise ValueError(f"grammar line {number}: a rule has no alternatives; make a slot of them")
     words = body.split()
     negated = words[-1] == "-negated"
     if negated:

@@ -243,3 +243,14 @@ def test_the_model_retrains_from_a_corpus(tmp_path: Path) -> None:
         model = learned.load(handle)
     assert set(model.classes) == set(labels)
     assert model.find("page 12 please") == []
+
+
+def test_the_grammar_refuses_what_it_cannot_read() -> None:
+    from moderation import intent
+
+    rules, _ = intent.parse("@me: i | im\n@act: die\n@negation: not\nself_harm!: @me ~2 want to ~1 @act -negated\n")
+    assert [(rule.category, rule.severe, rule.negated) for rule in rules] == [("self_harm", True, True)]
+    with pytest.raises(ValueError, match="no alternatives"):
+        intent.parse("@me: i\nself_harm: @me die | @me dead\n")
+    with pytest.raises(ValueError, match="no slot"):
+        intent.parse("self_harm: @nobody die\n")
