@@ -51,7 +51,22 @@ class AppendOnlyQuerySet(models.QuerySet[Any]):
 _AppendOnlyManager = models.Manager.from_queryset(AppendOnlyQuerySet)
 
 
-class AuditEvent(models.Model):
+class AppendOnlyModel(models.Model):
+    """A row is saved once and never changed or deleted (the database's triggers refuse it too)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            _refuse()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _refuse()
+
+
+class AuditEvent(AppendOnlyModel):
     """One thing that happened.
 
     - `chain`, `seq`: the chain this event belongs to and its position in it.
@@ -100,14 +115,6 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.chain}#{self.seq} {self.action}"
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            _refuse()
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse()
-
 
 class AuditChainHead(models.Model):
     """The last position and hash of each chain.
@@ -125,7 +132,7 @@ class AuditChainHead(models.Model):
         return f"{self.chain} at {self.seq}"
 
 
-class AuditCheckpoint(models.Model):
+class AuditCheckpoint(AppendOnlyModel):
     """A signed checkpoint of a chain, recorded in the database as `audit_checkpoint` writes it to the
     chain's checkpoint file.
 
@@ -157,11 +164,3 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} checkpoint at {self.seq}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            _refuse()
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse()
