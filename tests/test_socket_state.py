@@ -40,6 +40,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 from django.db import connections
 from django_scopes import scopes_disabled
 from hypothesis import HealthCheck, Phase, event
@@ -64,8 +65,11 @@ STUDENTS = ("s1", "s2", "s3")
 CLIENTS = (*STUDENTS, "t")
 SCHOOLS = itertools.count(1)
 
+# The quick SQLite suite runs fewer examples; CI's PostgreSQL run, the full number.
+LONG = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
 MACHINE_SETTINGS = hypothesis.settings(
-    max_examples=15,
+    max_examples=15 if LONG else 8,
     stateful_step_count=15,  # a step may be several actions (`send`, `miss_things_while_away`)
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -76,7 +80,7 @@ MACHINE_SETTINGS = hypothesis.settings(
 # module. An example takes seconds, so shrinking one would take Hypothesis its five minutes: it
 # reports the example it found as it is.
 HOLDING_SETTINGS = hypothesis.settings(
-    MACHINE_SETTINGS, max_examples=8, phases=(Phase.explicit, Phase.reuse, Phase.generate)
+    MACHINE_SETTINGS, max_examples=8 if LONG else 4, phases=(Phase.explicit, Phase.reuse, Phase.generate)
 )
 
 
