@@ -28,7 +28,7 @@ from tests.conftest import SchoolPeople, make_school
 
 CORPUS = Path(__file__).resolve().parent / "data" / "screening"
 
-# Where screening stands on the held-back corpus (recall 0.58, self-harm 0.50, abuse 0.79, 32.6 false
+# Where screening stands on the held-back corpus (recall 0.585, self-harm 0.52, abuse 0.79, 32.6 false
 # alarms per 1,000 ordinary messages when this was written): floors a little under, so that a regression
 # fails. The targets are higher (recall 0.95, self-harm and abuse 1.00, at most 10 per 1,000).
 FLOORS = {"recall": 0.56, "self_harm": 0.47, "abuse_disclosure": 0.75, "false_alarms_per_1000": 36.0}
