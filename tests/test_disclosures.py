@@ -28,10 +28,10 @@ from tests.conftest import SchoolPeople, make_school
 
 CORPUS = Path(__file__).resolve().parent / "data" / "screening"
 
-# Where screening stands on the held-back corpus (recall 0.585, self-harm 0.52, abuse 0.79, 32.6 false
+# Where screening stands on the held-back corpus (recall 0.63, self-harm 0.56, abuse 0.80, 22.8 false
 # alarms per 1,000 ordinary messages when this was written): floors a little under, so that a regression
 # fails. The targets are higher (recall 0.95, self-harm and abuse 1.00, at most 10 per 1,000).
-FLOORS = {"recall": 0.56, "self_harm": 0.47, "abuse_disclosure": 0.75, "false_alarms_per_1000": 36.0}
+FLOORS = {"recall": 0.60, "self_harm": 0.52, "abuse_disclosure": 0.77, "false_alarms_per_1000": 26.0}
 
 
 def test_screening_on_the_held_back_corpus() -> None:

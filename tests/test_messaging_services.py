@@ -411,7 +411,7 @@ class TestReport:
 
         message_reported.connect(listener)
         try:
-            sent = send(school_a, "teacher", "Stay behind")
+            sent = send(school_a, "teacher", "Read pages 12 to 14 for tomorrow")
             services.report_message(
                 user=school_a.student, message_id=sent.message.pk, category="inappropriate", note="  why?  "
             )

@@ -21,13 +21,13 @@ from moderation.screening import CATEGORIES, Action, Match, screen_text
     [
         ("add me on snapchat", "off_platform"),
         ("Add me on SNAPCHAT!!", "off_platform"),  # case
-        ("s n a p c h a t", "off_platform"),  # spelt out
-        ("s.n.a.p.c.h.a.t", "off_platform"),
-        ("sn\u200bapchat", "off_platform"),  # a zero-width space inside
-        ("\uff53\uff4e\uff41\uff50\uff43\uff48\uff41\uff54", "off_platform"),  # full-width letters
-        ("sn\u0430pch\u0430t", "off_platform"),  # a Cyrillic letter that looks like a
-        ("$napchat", "off_platform"),  # leetspeak
-        ("snaaaapchat", "off_platform"),  # repeated letters
+        ("add me on s n a p c h a t", "off_platform"),  # spelt out
+        ("add me on s.n.a.p.c.h.a.t", "off_platform"),
+        ("add me on sn\u200bapchat", "off_platform"),  # a zero-width space inside
+        ("add me on \uff53\uff4e\uff41\uff50\uff43\uff48\uff41\uff54", "off_platform"),  # full-width letters
+        ("add me on sn\u0430pch\u0430t", "off_platform"),  # a Cyrillic letter that looks like a
+        ("add me on $napchat", "off_platform"),  # leetspeak
+        ("add me on snaaaapchat", "off_platform"),  # repeated letters
         ("DM me later", "off_platform"),
         ("don\u2019t tell anyone we talk", "off_platform"),  # a typographic apostrophe
         ("dont tell anyone we talk", "off_platform"),
