@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from audit.services import record
 from classes.models import Cohort, Enrollment, School, SchoolClass, StaffRole, User
 from classes.roster_import import import_bundle
 from classes.rostergen import RosterSpec, school_year_end, write_bundle
@@ -52,6 +53,9 @@ def _staff(username: str, given: str, family: str) -> dict[str, str]:
         "familyName": family,
         "email": f"{username}@example.org",
     }
+
+
+DEMO_HELP_SOURCES = "Childline: 0800 1111\nSamaritans: 116 123"
 
 
 class Command(BaseCommand):
@@ -107,9 +111,17 @@ class Command(BaseCommand):
             )
             # Where a student who tells of self-harm or abuse is pointed to at once: what a UK school would
             # use, as placeholders a real school replaces with its own.
-            ModerationSettings.objects.update_or_create(
-                school=school, defaults={"help_sources": "Childline: 0800 1111\nSamaritans: 116 123"}
-            )
+            moderation, _ = ModerationSettings.objects.get_or_create(school=school)
+            if moderation.help_sources != DEMO_HELP_SOURCES:
+                moderation.help_sources = DEMO_HELP_SOURCES
+                moderation.save(update_fields=["help_sources"])
+                record(
+                    "moderationsettings.updated",
+                    school_id=school.pk,
+                    actor=None,
+                    target=moderation,
+                    payload={"fields": ["help_sources"], "via": "seed_demo"},
+                )
             # A first visit shows the acceptable-use policy, as it would in a real school.
             if current_policy(people["demo.teacher"]) is None:
                 publish_policy(actor=None, school_id=school.pk, text=DEMO_POLICY)
